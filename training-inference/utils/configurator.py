@@ -1,0 +1,71 @@
+"""
+Config for train.py and sample.py, nanoGPT style: defaults are plain names in the script, a config file is plain
+Python that sets some of them, and --key=value on the command line overrides both.
+
+    python training-inference/train.py configs/micro.py --max_iters=500 --learning_rate=1e-3 --out_dir=out/x
+
+Command-line values are parsed with ast.literal_eval (never exec'd); anything that is not a Python literal is
+taken as a string, and only the first '=' splits key from value. An unknown key or a value of the wrong type
+stops with one line naming the key and what is allowed. Secrets (hub tokens, wandb keys) are never config keys:
+they come from the environment, so they cannot reach a checkpoint or a log.
+"""
+import ast
+import difflib
+import os
+import runpy
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _check(key, value, defaults, choices, source):
+    if key not in defaults:
+        close = difflib.get_close_matches(key, defaults, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ConfigError(f"{source}: unknown config key '{key}' ({hint}valid keys: {', '.join(sorted(defaults))})")
+    default = defaults[key]
+    if key in choices and value not in choices[key]:
+        raise ConfigError(f"{source}: {key}={value!r} is not one of {', '.join(map(repr, choices[key]))}")
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if type(value) is not type(default):
+            raise ConfigError(f"{source}: {key} expects {type(default).__name__}, got {value!r} ({type(value).__name__})")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise ConfigError(f"{source}: {key} expects {type(default).__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def parse_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word such as --dataset=demo-hindi
+
+
+def load_config(defaults, argv, choices=None):
+    """defaults: {name: value}. argv: config files and --key=value items. Returns the final config dict."""
+    choices = choices or {}
+    config = dict(defaults)
+    for arg in argv:
+        if arg.startswith("--"):
+            key, sep, text = arg[2:].partition("=")
+            if not sep:
+                raise ConfigError(f"command line: '{arg}' must look like --key=value")
+            config[key] = _check(key, parse_value(text), defaults, choices, "command line")
+        else:
+            if not os.path.isfile(arg):
+                raise ConfigError(f"config file {arg}: not found")
+            try:
+                values = runpy.run_path(arg)
+            except Exception as e:
+                raise ConfigError(f"config file {arg}: could not be run ({type(e).__name__}: {e})") from None
+            for key, value in values.items():
+                if key.startswith("_") or callable(value) or type(value).__name__ == "module":
+                    continue
+                config[key] = _check(key, value, defaults, choices, f"config file {arg}")
+    return config

@@ -1,0 +1,104 @@
+"""
+Device and precision choices shared by train.py, sample.py and the benchmarks.
+"""
+import contextlib
+import os
+import time
+
+import torch
+
+# bf16 dense peak (FLOP/s) of common GPUs, for the MFU estimate; other devices are measured with a matmul
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
+                  "L4": 121e12, "4090": 165e12, "3090": 71e12, "T4": 65e12, "V100": 125e12}
+
+
+def pick_device(requested="auto"):
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cpu_supports_bf16():
+    """True when the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX). Without them PyTorch
+    emulates bf16 matmuls, which is far slower than fp32, so autocast would hurt rather than help."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags.split() or "amx_bf16" in flags.split()
+
+
+def pick_dtype(requested, device):
+    """'auto' -> bfloat16 where the hardware has it, float16 on older GPUs, else float32."""
+    if requested != "auto":
+        return requested
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device == "cpu":
+        return "bfloat16" if cpu_supports_bf16() else "float32"
+    return "float32"
+
+
+def autocast(device, dtype):
+    """Autocast context for the forward pass (a no-op for float32)."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    device_type = "cuda" if device.startswith("cuda") else device
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+def measure_matmul_flops(device="cpu", dtype="float32", n=1024, seconds=0.3):
+    """Achieved FLOP/s of a square matmul: the practical peak that MFU is measured against on a CPU."""
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def peak_flops(device, dtype):
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name()
+        for key, flops in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops if dtype != "float32" else flops / 2
+    return measure_matmul_flops(device if device != "mps" else "cpu", dtype if device == "cpu" else "float32")
+
+
+def seed_everything(seed):
+    import random
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    """Torch RNG states (dropout draws from them). Training uses no numpy / python randomness."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def world_info():
+    """(rank, local_rank, world_size) under torchrun, else (0, 0, 1)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
+    return 0, 0, 1
