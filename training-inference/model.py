@@ -1,0 +1,279 @@
+"""
+A decoder-only transformer with two recipes, chosen by config:
+
+  classic: GPT-2 as in nanoGPT: learned positions, LayerNorm, GELU MLP (4x)
+  modern:  RoPE, RMSNorm, SwiGLU MLP (~8/3 x, same parameter count), optional QK-norm
+
+Both tie the input embedding to the output head by default, can drop biases, use dropout, and attend through
+F.scaled_dot_product_attention. forward() is the plain training pass; generate() decodes with a KV cache.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 8192
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 8
+    n_embd: int = 512
+    dropout: float = 0.0
+    bias: bool = False
+    recipe: str = "modern"  # 'classic' or 'modern'
+    qk_norm: bool = False  # modern only: RMSNorm on queries and keys, steadier at high learning rates
+    tie_weights: bool = True
+    rope_theta: float = 10000.0
+
+
+def make_norm(config):
+    if config.recipe == "classic":
+        return nn.LayerNorm(config.n_embd, bias=config.bias)
+    return nn.RMSNorm(config.n_embd)
+
+
+def rope_tables(head_dim, length, theta):
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)  # (T, head_dim/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate pairs (x1, x2) of the last dimension by position-dependent angles. x: (B, H, T, D)."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class KVCache:
+    """Preallocated keys and values for every layer, so each decode step writes in place instead of concatenating.
+    Buffers are made on first use, in the dtype the layer produces (bf16 under autocast)."""
+
+    def __init__(self, n_layer, max_length):
+        self.k, self.v = [None] * n_layer, [None] * n_layer
+        self.max_length = max_length
+        self.length = 0  # positions filled so far
+
+    def update(self, layer, k, v):
+        if self.k[layer] is None:
+            B, H, _, D = k.shape
+            self.k[layer] = k.new_zeros(B, H, self.max_length, D)
+            self.v[layer] = v.new_zeros(B, H, self.max_length, D)
+        end = self.length + k.size(2)
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.layer, self.n_head, self.dropout = layer, config.n_head, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        head_dim = config.n_embd // config.n_head
+        self.use_rope = config.recipe == "modern"
+        self.q_norm = nn.RMSNorm(head_dim) if config.qk_norm and self.use_rope else None
+        self.k_norm = nn.RMSNorm(head_dim) if config.qk_norm and self.use_rope else None
+
+    def forward(self, x, rope=None, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.use_rope:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        # a single new token may attend to everything cached; a prompt (T > 1) is causal within itself
+        causal = T > 1
+        if causal and k.size(2) != T:
+            raise ValueError("a multi-token step needs an empty cache (prefill) in this implementation")
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.swiglu = config.recipe == "modern"
+        if self.swiglu:
+            hidden = 32 * math.ceil(8 * config.n_embd / 3 / 32)  # 2/3 of 4x keeps the parameter count of GELU 4x
+            self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)  # gate and value in one matmul
+        else:
+            hidden = 4 * config.n_embd
+            self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        if self.swiglu:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        else:
+            h = F.gelu(h)
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer):
+        super().__init__()
+        self.ln_1, self.ln_2 = make_norm(config), make_norm(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, cache=None):
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        if config.recipe not in ("classic", "modern"):
+            raise ValueError(f"recipe must be 'classic' or 'modern', got {config.recipe!r}")
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.recipe == "classic" else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        if config.recipe == "modern":
+            cos, sin = rope_tables(config.n_embd // config.n_head, config.block_size, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding=False):
+        """Parameters, counting a tied head once. non_embedding also leaves out token and position embeddings."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel() + (self.wpe.weight.numel() if self.wpe is not None else 0)
+            if not self.config.tie_weights:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def forward(self, idx, targets=None, cache=None):
+        B, T = idx.size()
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+        x = self.wte(idx)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, rope, cache)
+        if cache is not None:
+            cache.length += T
+        x = self.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, -1:, :]), None  # generation only needs the last position
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def flops_per_token(self):
+        """Training FLOPs per token (forward + backward), as in the PaLM appendix: 6N + 12 L T d."""
+        c = self.config
+        return 6 * self.num_params(non_embedding=False) + 12 * c.n_layer * c.block_size * c.n_embd
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+                 no_repeat_ngram_size=0, eos_id=None, use_cache=True, generator=None):
+        """
+        Continue every row of idx (B, T) by up to max_new_tokens. Rows that emit eos_id stop (later positions are
+        filled with eos). use_cache=False recomputes the whole window every step, as nanoGPT's sample.py does.
+        When the window is full, the cache is rebuilt from the last half-window (the no-cache path crops too).
+        Returns (B, T + n) with n <= max_new_tokens.
+        """
+        block = self.config.block_size
+        B = idx.size(0)
+        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+        cache, logits = None, None
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits, _ = self(idx[:, -block:])
+            elif cache is None or cache.length >= block:
+                # (re)fill the cache; once the window is full, keep its last half so decoding can go on
+                cache = KVCache(self.config.n_layer, block)
+                logits, _ = self(idx if idx.size(1) < block else idx[:, -(block // 2):], cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)
+            next_token = sample_next(logits[:, -1, :].float(), idx, temperature, top_k, top_p, repetition_penalty,
+                                     no_repeat_ngram_size, generator)
+            if eos_id is not None:
+                next_token = torch.where(done, torch.full_like(next_token, eos_id), next_token)
+                done |= next_token == eos_id
+            idx = torch.cat((idx, next_token[:, None]), dim=1)
+            if eos_id is not None and bool(done.all()):
+                break
+        return idx
+
+    def model_args(self):
+        return asdict(self.config)
+
+
+def banned_ngram_tokens(row, n):
+    """Tokens that would repeat an n-gram already present in row (a list of ints)."""
+    if n <= 0 or len(row) < n:
+        return []
+    prefix = tuple(row[len(row) - n + 1:]) if n > 1 else ()
+    return [row[i + n - 1] for i in range(len(row) - n + 1) if tuple(row[i:i + n - 1]) == prefix]
+
+
+def sample_next(logits, idx, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+                no_repeat_ngram_size=0, generator=None):
+    """Pick the next token for each row from logits (B, V). temperature 0 (or top_k 1) is greedy."""
+    if repetition_penalty != 1.0:  # CTRL-style: make every token already in the text less likely
+        seen = torch.gather(logits, 1, idx)
+        seen = torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty)
+        logits = logits.scatter(1, idx, seen)
+    if no_repeat_ngram_size > 0:
+        for b, row in enumerate(idx.tolist()):
+            banned = banned_ngram_tokens(row, no_repeat_ngram_size)
+            if banned:
+                logits[b, banned] = float("-inf")
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already cover top_p; the top token always stays
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
