@@ -1,0 +1,17 @@
+# Seed grid: hidden 512, 6 layers, 8 heads. About 53M parameters with a ~68k vocabulary; ~150M with SUTRA's 256k vocabulary.
+# Meant for a GPU; on several: torchrun --standalone --nproc_per_node=N training-inference/train.py configs/gpt-512x6.py
+recipe = "classic"
+n_layer = 6
+n_head = 8
+n_embd = 512
+block_size = 1024
+batch_size = 32
+gradient_accumulation_steps = 4
+learning_rate = 6e-4
+min_lr = 6e-5
+max_iters = 20000
+warmup_iters = 1000
+eval_interval = 500
+eval_iters = 100
+dropout = 0.1
+compile = True
