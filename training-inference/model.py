@@ -207,18 +207,23 @@ class GPT(nn.Module):
         return 6 * self.num_params(non_embedding=False) + 12 * c.n_layer * c.block_size * c.n_embd
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-                 no_repeat_ngram_size=0, eos_id=None, use_cache=True, generator=None):
+    def generate(self, idx, max_new_tokens, eos_id=None, **sampling):
+        """Continue every row of idx (B, T) by up to max_new_tokens; returns (B, T + n). Rows that emit eos_id
+        stop (their later positions are filled with eos). Sampling options are those of generate_tokens."""
+        steps = [token[:, None] for token in self.generate_tokens(idx, max_new_tokens, eos_id=eos_id, **sampling)]
+        return torch.cat([idx] + steps, dim=1)
+
+    @torch.no_grad()
+    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+                        no_repeat_ngram_size=0, eos_id=None, use_cache=True, generator=None):
         """
-        Continue every row of idx (B, T) by up to max_new_tokens. Rows that emit eos_id stop (later positions are
-        filled with eos). use_cache=False recomputes the whole window every step, as nanoGPT's sample.py does.
-        When the window is full, the cache is rebuilt from the last half-window (the no-cache path crops too).
-        Returns (B, T + n) with n <= max_new_tokens.
+        Yield the next token of every row (a (B,) tensor) for up to max_new_tokens steps, stopping early once all
+        rows have emitted eos_id. use_cache=False recomputes the whole window every step, as nanoGPT's sample.py
+        does. When the window is full, the cache is rebuilt from the last half-window (the no-cache path crops).
         """
         block = self.config.block_size
-        B = idx.size(0)
-        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
-        cache, logits = None, None
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        cache = None
         for _ in range(max_new_tokens):
             if not use_cache:
                 logits, _ = self(idx[:, -block:])
@@ -234,9 +239,9 @@ class GPT(nn.Module):
                 next_token = torch.where(done, torch.full_like(next_token, eos_id), next_token)
                 done |= next_token == eos_id
             idx = torch.cat((idx, next_token[:, None]), dim=1)
+            yield next_token
             if eos_id is not None and bool(done.all()):
-                break
-        return idx
+                return
 
     def model_args(self):
         return asdict(self.config)

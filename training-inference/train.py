@@ -262,6 +262,8 @@ def train(cfg):
         log(f"eval {iter_num}: train {losses['train']:.4f}, val {val:.4f}, val ppl {entry['val_ppl']:.2f}, "
             f"val bpb {entry['val_bpb']:.4f}")
         record(entry)
+        if not (math.isfinite(val) and math.isfinite(losses["train"])):
+            return entry  # never checkpoint a diverged model; the caller stops the run
         improved = val < best_val - cfg.early_stop_min_delta
         if improved:
             best_val, bad_evals = val, 0
@@ -285,6 +287,9 @@ def train(cfg):
     while iter_num < cfg.max_iters and not cfg.eval_only:
         if iter_num % cfg.eval_interval == 0 and (iter_num > start_iter or start_iter == 0):
             last_eval = evaluate()
+            if not math.isfinite(last_eval["val_loss"]):
+                loss_sum = last_eval["val_loss"]
+                break
             if cfg.early_stop_patience and bad_evals >= cfg.early_stop_patience:
                 stop_reason = f"early stop: no val improvement > {cfg.early_stop_min_delta} in {bad_evals} evals"
                 break
@@ -302,9 +307,6 @@ def train(cfg):
                 scaler.scale(loss).backward()
             loss_sum += loss.item()
         if not math.isfinite(loss_sum):
-            log(f"stopping: loss is {loss_sum} at iteration {iter_num}; the last good checkpoint in "
-                f"{cfg.out_dir} is kept (lower learning_rate or use float32)")
-            stop_reason = "non-finite loss"
             break
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
@@ -324,6 +326,10 @@ def train(cfg):
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tok_per_s:,.0f}", mfu=f"{100 * mfu:.1f}%")
             t_last, tokens_at_last = time.time(), tokens_seen
     bar.close()
+    if iter_num < cfg.max_iters and stop_reason == "max_iters":  # left the loop on a non-finite loss
+        log(f"stopping: loss is {loss_sum} at iteration {iter_num}; the last good checkpoint in "
+            f"{cfg.out_dir} is kept (lower learning_rate, or use float32)")
+        stop_reason = "non-finite loss"
     if stop_reason == "max_iters" and (last_eval is None or last_eval["iter"] != iter_num):
         last_eval = evaluate()
     elapsed = time.time() - t_start

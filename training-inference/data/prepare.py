@@ -12,6 +12,7 @@ Output: <out_dir>/<name>/{train.bin, val.bin, meta.json, tokenizer file}. Files 
 """
 import argparse
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -130,17 +131,14 @@ def build_tokenizer(spec, source, args, out_dir):
     if not tk.needs_training(spec):
         return tk.load_tokenizer(spec)
     print(f"training {tk.describe(spec)} on up to {args.tokenizer_train_docs:,} training documents of {source}")
-
-    def training_texts():
-        stats = {"read": 0, "input_bytes": 0, "empty": 0, "duplicate": 0}
-        n = 0
-        for split, text in clean_documents(source, args, stats):
-            if split == "train":
-                yield text
-                n += 1
-                if n >= args.tokenizer_train_docs:
-                    return
-    return tk.train_tokenizer(spec, training_texts(), out_dir)
+    stats = {"read": 0, "input_bytes": 0, "empty": 0, "duplicate": 0}
+    train_texts = (text for split, text in clean_documents(source, args, stats) if split == "train")
+    first = next(train_texts, None)
+    if first is None:
+        raise CorpusError(f"{source}: empty corpus, no training documents ({stats['read']} records read, "
+                          f"{stats['empty']} empty, {stats['duplicate']} duplicates)")
+    texts = itertools.islice(itertools.chain([first], train_texts), args.tokenizer_train_docs)
+    return tk.train_tokenizer(spec, texts, out_dir)
 
 
 def prepare(args):

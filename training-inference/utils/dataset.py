@@ -2,6 +2,7 @@
 Reading a prepared dataset (prepare.py's train.bin / val.bin / meta.json): checks and batches.
 """
 import json
+import math
 import os
 
 import numpy as np
@@ -62,7 +63,7 @@ def bits_per_byte(loss_nats, meta, split):
     """Convert a per-token loss to bits per UTF-8 byte of text, the loss that compares across tokenizers.
     Framing tokens are counted as tokens (they are predicted too) but add no bytes."""
     c = meta["splits"][split]
-    return loss_nats / np.log(2) * c["tokens"] / c["bytes"]
+    return float(loss_nats / math.log(2) * c["tokens"] / c["bytes"])
 
 
 class BatchSampler:

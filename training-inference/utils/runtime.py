@@ -54,8 +54,10 @@ def autocast(device, dtype):
 
 def measure_matmul_flops(device="cpu", dtype="float32", n=1024, seconds=0.3):
     """Achieved FLOP/s of a square matmul: the practical peak that MFU is measured against on a CPU."""
-    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
-    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    # a private generator: measuring must not move the global RNG that dropout draws from (exact resume)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=g)
+    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=g)
     a @ b
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

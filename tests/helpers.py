@@ -1,0 +1,81 @@
+"""Small builders shared by the training-side tests: a tiny multilingual corpus and a prepared dataset."""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREPARE = os.path.join(ROOT, "training-inference", "data", "prepare.py")
+TRAIN = os.path.join(ROOT, "training-inference", "train.py")
+SAMPLE = os.path.join(ROOT, "training-inference", "sample.py")
+
+STORIES = [
+    "एक दिन छोटी मीरा बाज़ार गई। उसने लाल पतंग खरीदी और खुश हो गई।",
+    "राजू का कुत्ता बहुत प्यारा था। वह रोज़ पार्क में दौड़ता था।",
+    "একদিন ছোট্ট টুনু নদীর ধারে গেল। সে একটা লাল মাছ দেখল।",
+    "আমার দাদু রোজ সকালে বাগানে হাঁটেন। তিনি ফুল ভালোবাসেন।",
+    "एकदा एका गावात एक हुशार कावळा राहत होता. त्याला खूप तहान लागली.",
+    "Tom had a red ball. He liked to play with it in the park every day.",
+    "Lily saw a small cat under the tree. She gave it some milk and smiled.",
+    "The sun was hot, so the children sat in the shade and ate cold mangoes.",
+]
+
+
+def write_jsonl(path, records):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+def story_records(n_copies=1, field="story"):
+    """Distinct records built from STORIES (a copy index keeps repeated stories distinct)."""
+    out = []
+    for c in range(n_copies):
+        for i, s in enumerate(STORIES):
+            out.append({"ID": f"t-{c}-{i}", "language": "mixed", field: s if c == 0 else f"{s} ({c})"})
+    return out
+
+
+def run(script, *args, check=True, env=None, timeout=300):
+    """Run a project script as a user would; returns the CompletedProcess."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_main(main, argv):
+    """Call a script's main(argv) in this process, as the command line would: exit code, stdout, stderr.
+    Scripts report user errors with sys.exit("error: ..."), which prints the message to stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                err.write(e.code + "\n")
+                code = 1
+            else:
+                code = e.code or 0
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def prepare_dataset(tmp_path, name="tiny", tokenizer="sp-bpe:512", n_copies=12, extra=()):
+    """Prepare a small multilingual dataset under tmp_path/data/<name>; returns the data root."""
+    corpus = write_jsonl(str(tmp_path / "corpus.jsonl"), story_records(n_copies))
+    root = str(tmp_path / "data")
+    run(PREPARE, f"--input={corpus}", f"--name={name}", f"--out_dir={root}", f"--tokenizer={tokenizer}",
+        "--val_fraction=0.2", "--workers=1", *extra)
+    return root
