@@ -1,0 +1,111 @@
+"""
+Turning an LLM's reply text into a usable story or a set of judge scores.
+
+Models asked for JSON answer with JSON, JSON in a code fence, JSON wrapped in chatty prose,
+Python-style dicts with single quotes, or JSON cut off mid-string. extract_json_object accepts the
+first four (strict JSON tried first) and rejects anything else with a ReplyError whose message
+says what was wrong; the request pipeline retries such replies and records the reason if they
+never come right.
+"""
+import ast
+import json
+import re
+
+from languages import clean_text, ends_like_a_sentence, script_share
+
+# strict=False lets raw newlines inside strings through: models often put real line breaks in a story.
+_JSON = json.JSONDecoder(strict=False)
+_CODE_FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
+
+SCORE_FIELDS = ("context_awareness", "completeness", "grammar", "fluency", "creativity", "overall")
+
+
+class ReplyError(ValueError):
+    """The model answered, but the answer cannot be used; the message is the reason."""
+
+
+def _as_dict(text):
+    """The dict that text is exactly (JSON, else a Python literal), or None."""
+    text = text.strip()
+    try:
+        value = _JSON.decode(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)  # single-quoted keys and strings
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+    return value if isinstance(value, dict) else None
+
+
+def extract_json_object(reply):
+    """The first JSON object in reply: whole reply, then code fences, then an object inside prose."""
+    text = (reply or "").strip()
+    if not text:
+        raise ReplyError("empty reply")
+    # The span from the first "{" to the last "}" catches an object wrapped in prose, including a
+    # single-quoted one; the raw_decode scan below catches prose with stray braces after the object.
+    span = text[text.find("{"):text.rfind("}") + 1]
+    for candidate in [text, *_CODE_FENCE.findall(text), span]:
+        found = _as_dict(candidate)
+        if found is not None:
+            return found
+    start = text.find("{")
+    while start != -1:
+        try:
+            found, _ = _JSON.raw_decode(text, start)
+            if isinstance(found, dict):
+                return found
+        except ValueError:
+            pass
+        start = text.find("{", start + 1)
+    if "{" not in text:
+        raise ReplyError(f"no JSON object in the reply (starts {text[:60]!r})")
+    if not text.rstrip("`\n ").endswith("}"):
+        raise ReplyError(f"truncated JSON: the reply stops before the object is closed (...{text[-40:]!r})")
+    raise ReplyError(f"malformed JSON object in the reply (starts {text[:60]!r})")
+
+
+def check_story(story, language, min_words, min_script_share):
+    """The cleaned story, or ReplyError if it is empty, mostly another script, too short or cut off."""
+    if not any(ch.isalpha() for ch in story):
+        raise ReplyError("empty story")
+    share = script_share(story, language)
+    if share < min_script_share:
+        raise ReplyError(f"wrong script: only {share:.0%} of the letters are {language.script} "
+                         f"(need {min_script_share:.0%})")
+    cleaned = clean_text(story, language)
+    word_count = len(cleaned.split())
+    if word_count < min_words:
+        raise ReplyError(f"too short: {word_count} words (need {min_words})")
+    if not ends_like_a_sentence(cleaned, language):
+        raise ReplyError(f"truncated story: it ends mid-sentence (...{cleaned[-30:]!r})")
+    return cleaned
+
+
+def parse_story_reply(reply, language, min_words, min_script_share):
+    """Cleaned story text from a reply of the form {"story": "..."}."""
+    found = extract_json_object(reply)
+    story = found.get("story")
+    if not isinstance(story, str):
+        raise ReplyError(f'the JSON has no "story" text (keys: {", ".join(map(str, found)) or "none"})')
+    return check_story(story, language, min_words, min_script_share)
+
+
+def _score(field, value):
+    if isinstance(value, str):
+        # Judges sometimes quote numbers or write "8/10".
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*", value)
+        value = float(match[1]) if match else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
+        raise ReplyError(f"{field} score {value!r} is not a number from 1 to 10")
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def parse_scores_reply(reply):
+    """{field: score} for SCORE_FIELDS from a judge's reply; keys may use spaces, hyphens or any case."""
+    found = extract_json_object(reply)
+    by_field = {re.sub(r"[\s\-]+", "_", str(key).strip().lower()): value for key, value in found.items()}
+    missing = [field for field in SCORE_FIELDS if field not in by_field]
+    if missing:
+        raise ReplyError(f"the judge's JSON lacks {', '.join(missing)}")
+    return {field: _score(field, by_field[field]) for field in SCORE_FIELDS}

@@ -1,0 +1,52 @@
+"""Tests for scripts/aggregate_ratings.py: rating files -> Markdown table and bar chart."""
+import json
+import math
+import os
+
+import pytest
+
+import aggregate_ratings
+
+FIELDS = ["context_awareness", "completeness", "grammar", "fluency", "creativity", "overall"]
+
+
+def write_ratings(path, model, overall_scores, judge="gpt-4o"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i, overall in enumerate(overall_scores):
+            scores = {field: 5 for field in FIELDS} | {"overall": overall}
+            f.write(json.dumps({"ID": str(i), "model": model, **scores, "judge": judge}) + "\n")
+
+
+def test_table_has_one_row_per_model_with_mean_and_95_ci(tmp_path, capsys):
+    write_ratings(tmp_path / "ratings" / "a.jsonl", "hindi-gpt-5M", [6, 8, 7, 7])
+    write_ratings(tmp_path / "ratings" / "b.jsonl", "hindi-gpt-54M", [9, 9])
+    write_ratings(tmp_path / "ratings" / "b.failed.jsonl", "ignored", [])  # failure files are not ratings
+    aggregate_ratings.main([str(tmp_path / "ratings"), "--out", str(tmp_path / "results" / "hindi")])
+
+    table = (tmp_path / "results" / "hindi.md").read_text(encoding="utf-8")
+    lines = table.splitlines()
+    assert lines[0] == ("| Model | Context awareness | Completeness | Grammar | Fluency | Creativity | Overall | n |")
+    half_width = 1.959964 * math.sqrt(2 / 3) / 2  # SD of 6, 8, 7, 7 is sqrt(2/3); n = 4
+    assert lines[2] == f"| hindi-gpt-54M | {' | '.join(['5.00 ± 0.00'] * 5)} | 9.00 ± 0.00 | 2 |"
+    assert lines[3] == f"| hindi-gpt-5M | {' | '.join(['5.00 ± 0.00'] * 5)} | 7.00 ± {half_width:.2f} | 4 |"
+    assert "judged by gpt-4o" in table
+    with open(tmp_path / "results" / "hindi.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"ID": "1", "model": "m", **{f: 5 for f in FIELDS}, "grammar": 12}, "r.jsonl:1: grammar is 12"),
+    ({"ID": "1", **{f: 5 for f in FIELDS}}, "r.jsonl:1: rating has no 'model'"),
+])
+def test_bad_rating_files_give_one_clear_error(tmp_path, record, message):
+    (tmp_path / "r.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        aggregate_ratings.main([str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "out")])
+    assert str(exit_info.value.code).startswith("error: ") and message in str(exit_info.value.code)
+
+
+def test_an_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="error: no rating files in"):
+        aggregate_ratings.main([str(tmp_path), "--out", str(tmp_path / "out")])
