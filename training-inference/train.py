@@ -16,6 +16,7 @@ import time
 from contextlib import nullcontext
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -24,7 +25,7 @@ import tokenizer as tk  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from utils import checkpoint, runtime  # noqa: E402
 from utils.configurator import ConfigError, load_config  # noqa: E402
-from utils.dataset import BatchSampler, DatasetError, bits_per_byte, check_split, load_meta  # noqa: E402
+from utils.dataset import DatasetError, bits_per_byte, check_split, load_meta  # noqa: E402
 from utils.plots import plot_loss_curves  # noqa: E402
 
 DEFAULTS = dict(
@@ -79,6 +80,41 @@ DEFAULTS = dict(
 )
 CHOICES = dict(recipe=("classic", "modern"), lr_schedule=("cosine", "wsd", "constant"),
                dtype=("auto", "float32", "bfloat16", "float16"), wandb_mode=("online", "offline", "disabled"))
+
+
+class BatchSampler:
+    """Random (x, y) windows of block_size tokens from one split. doc_aligned windows start at a <bos>.
+    Positions come from a seeded torch.Generator whose state is saved in checkpoints for exact resume."""
+
+    def __init__(self, data_dir, meta, split, block_size, batch_size, seed, doc_aligned=False):
+        self.path = os.path.join(data_dir, f"{split}.bin")
+        self.dtype = np.dtype(meta["dtype"])
+        self.block_size, self.batch_size = block_size, batch_size
+        n = os.path.getsize(self.path) // self.dtype.itemsize
+        if n <= block_size + 1:
+            raise DatasetError(f"{self.path}: {n} tokens is too few for block_size {block_size}; "
+                               f"use a smaller block_size or more data")
+        self.starts = None
+        if doc_aligned:
+            data = np.memmap(self.path, dtype=self.dtype, mode="r")
+            starts = np.flatnonzero(data[: n - block_size - 1] == meta["bos_id"])
+            if len(starts) == 0:
+                raise DatasetError(f"{self.path}: no <bos> leaves room for a window of {block_size} tokens")
+            self.starts = torch.from_numpy(starts.astype(np.int64))
+        self.n = n
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self):
+        if self.starts is not None:
+            pick = torch.randint(len(self.starts), (self.batch_size,), generator=self.generator)
+            ix = self.starts[pick]
+        else:
+            ix = torch.randint(self.n - self.block_size - 1, (self.batch_size,), generator=self.generator)
+        # a fresh memmap per batch avoids the memory growth of a long-lived one (as in nanoGPT)
+        data = np.memmap(self.path, dtype=self.dtype, mode="r")
+        rows = np.stack([data[i:i + self.block_size + 1] for i in ix.tolist()]).astype(np.int64)
+        batch = torch.from_numpy(rows)
+        return batch[:, :-1], batch[:, 1:]
 
 
 def learning_rate_at(it, cfg):

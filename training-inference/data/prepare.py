@@ -26,6 +26,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # training-inference/
 import tokenizer as tk  # noqa: E402
 from utils.corpus import CorpusError, local_size, read_texts  # noqa: E402
+from utils.dataset import DatasetError, load_meta  # noqa: E402
 
 BATCH_BYTES = 1 << 20  # documents are sent to workers in ~1 MB batches: big enough to amortise pickling
 
@@ -36,7 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--name", help="dataset name: output goes to <out_dir>/<name> (default: from the input name)")
     p.add_argument("--out_dir", default="data", help="parent folder of the dataset folder")
     p.add_argument("--tokenizer", default="sp-bpe:8192",
-                   help="sp-bpe:N, sp-unigram:N, bpe:N, tiktoken:NAME, hf:HUB_ID_OR_DIR, sarvam, sutra")
+                   help="sp-bpe:N, sp-unigram:N, bpe:N, tiktoken:NAME, hf:HUB_ID_OR_DIR, sarvam, sutra, "
+                        "or from:DATA_DIR to reuse a prepared dataset's tokenizer")
     p.add_argument("--text_field", default="story", help="record field holding the text (story, text, 'Translated Story', ...)")
     p.add_argument("--txt_mode", default="paragraph", choices=["paragraph", "line"],
                    help=".txt documents: separated by blank lines, or one per line")
@@ -127,6 +129,16 @@ def choose_dtype(requested, vocab_size, tok_name):
     return requested
 
 
+def reuse_tokenizer(dataset_dir, out_dir):
+    """--tokenizer=from:DIR: the tokenizer of an already prepared dataset (e.g. to share one across datasets)."""
+    spec = load_meta(dataset_dir)["tokenizer"]
+    tok = tk.load_tokenizer(spec, dataset_dir)
+    for name, data in tok.files().items():
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(data)
+    return tok
+
+
 def build_tokenizer(spec, source, args, out_dir):
     if not tk.needs_training(spec):
         return tk.load_tokenizer(spec)
@@ -147,9 +159,11 @@ def prepare(args):
     out_dir = os.path.join(args.out_dir, name)
     source = args.input
     local_size(source)  # checks that a local input exists before any work
-    spec = tk.parse_name(args.tokenizer)
     os.makedirs(out_dir, exist_ok=True)
-    tok = build_tokenizer(spec, source, args, out_dir)
+    if args.tokenizer.startswith("from:"):
+        tok = reuse_tokenizer(args.tokenizer[len("from:"):], out_dir)
+    else:
+        tok = build_tokenizer(tk.parse_name(args.tokenizer), source, args, out_dir)
     dtype = choose_dtype(args.dtype, tok.vocab_size, tk.describe(tok.spec))
     print(f"tokenizer {tk.describe(tok.spec)}: vocab {tok.vocab_size}, bos {tok.bos_id}, eos {tok.eos_id}, dtype {dtype}")
 
@@ -219,7 +233,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         prepare(args)
-    except (CorpusError, tk.TokenizerError) as e:
+    except (CorpusError, DatasetError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
 
 
