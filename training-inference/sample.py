@@ -123,7 +123,7 @@ def write_output(records, fmt, out_file):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
-        cfg = SimpleNamespace(**load_config(DEFAULTS, argv, CHOICES))
+        cfg = SimpleNamespace(**load_config(DEFAULTS, argv, CHOICES, __doc__))
         prompts = read_prompts(cfg.start)
         device = runtime.pick_device(cfg.device)
         dtype = runtime.pick_dtype(cfg.dtype, device)

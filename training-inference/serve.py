@@ -443,7 +443,7 @@ async def serve_forever(app, host, port, model_name):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
-        cfg = SimpleNamespace(**load_config(DEFAULTS, argv, CHOICES))
+        cfg = SimpleNamespace(**load_config(DEFAULTS, argv, CHOICES, __doc__))
         if not 0 <= cfg.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {cfg.port}")
         for key in ("max_tokens_limit", "max_n", "max_body_bytes"):

@@ -408,7 +408,11 @@ def finish(cfg, meta, model, last_eval, iter_num, tokens_seen, best_val, elapsed
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     os.replace(tmp, os.path.join(cfg.out_dir, "summary.json"))
-    val = f"val loss {summary['final_val_loss']:.4f} (bpb {summary['final_val_bpb']:.4f})" if last_eval else "no eval"
+    val = "no eval"
+    if last_eval:
+        val = f"val loss {summary['final_val_loss']:.4f} (bpb {summary['final_val_bpb']:.4f})"
+        if summary["best_val_loss"] is not None and summary["best_val_loss"] < summary["final_val_loss"]:
+            val += f", best {summary['best_val_loss']:.4f} (bpb {summary['best_val_bpb']:.4f}) in ckpt_best.pt"
     log(f"done ({stop_reason}): {iter_num} iters, {tokens_seen:,} tokens in {elapsed:.0f}s, {val}, "
         f"{summary['params'] / 1e6:.2f}M params -> {cfg.out_dir}/ (ckpt_best.pt, ckpt_last.pt, log.jsonl, {os.path.basename(png)})")
 
@@ -416,7 +420,7 @@ def finish(cfg, meta, model, last_eval, iter_num, tokens_seen, best_val, elapsed
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
-        cfg = SimpleNamespace(**load_config(DEFAULTS, argv, CHOICES))
+        cfg = SimpleNamespace(**load_config(DEFAULTS, argv, CHOICES, __doc__))
         if runtime.world_info()[0] == 0:
             print("config: " + json.dumps(vars(cfg)))
         reason = train(cfg)

@@ -47,9 +47,20 @@ def parse_value(text):
         return text  # a bare word such as --dataset=demo-hindi
 
 
-def load_config(defaults, argv, choices=None):
-    """defaults: {name: value}. argv: config files and --key=value items. Returns the final config dict."""
+def print_help(doc, defaults, choices):
+    print(doc.strip() + "\n\nsettings (config file names or --key=value), with their defaults:")
+    for key, value in defaults.items():
+        allowed = f"  (one of {', '.join(map(str, choices[key]))})" if key in choices else ""
+        print(f"  --{key}={value!r}{allowed}")
+
+
+def load_config(defaults, argv, choices=None, doc=""):
+    """defaults: {name: value}. argv: config files and --key=value items. Returns the final config dict.
+    -h / --help prints doc and the defaults, then exits."""
     choices = choices or {}
+    if "-h" in argv or "--help" in argv:
+        print_help(doc, defaults, choices)
+        raise SystemExit(0)
     config = dict(defaults)
     for arg in argv:
         if arg.startswith("--"):
