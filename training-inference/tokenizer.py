@@ -244,7 +244,7 @@ def train_tokenizer(spec, texts, out_dir, max_sentences=2_000_000, num_threads=N
 
 
 def _lines(texts):
-    # SentencePiece trains on "sentences": paragraphs keep them short; newlines themselves become byte pieces
+    # SentencePiece trains on "sentences": paragraphs keep them short
     for text in texts:
         for line in text.split("\n"):
             if line.strip():
@@ -261,6 +261,8 @@ def _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads):
                 model_type=spec["model_type"], byte_fallback=True, character_coverage=0.9995,
                 # text is NFC-normalised by prepare.py; 'identity' keeps decode(encode(x)) == x
                 normalization_rule_name="identity", remove_extra_whitespaces=False,
+                # training sees one paragraph at a time, so without this every newline would cost a byte token
+                user_defined_symbols=["\n"],
                 unk_id=0, bos_id=1, eos_id=2, pad_id=-1, bos_piece=BOS, eos_piece=EOS,
                 input_sentence_size=max_sentences, shuffle_input_sentence=True, max_sentence_length=1 << 16,
                 hard_vocab_limit=False, num_threads=num_threads, minloglevel=2)

@@ -1,0 +1,369 @@
+"""
+Metric functions shared by the analysis scripts in scripts/ (compare_tokenizers, story_metrics, results_table, ...).
+
+The metrics are plain functions of texts, token ids or numbers, so each can be tested on tiny inputs against
+hand-computed values; reading the inputs and writing reports is left to the scripts.
+
+  words, distinct_n                 word n-gram diversity, for any script
+  completion_of, split_at_word_...  what a model wrote after its prompt; a story cut for the memorisation test
+  rouge2, max_rouge2_to_others      ROUGE-2 from the rouge-score library with an Indic-aware word tokenizer
+  renyi_entropy, tokenization_stats tokenizer fertility, compression, byte fallback, vocabulary use, Rényi entropy
+  read_morph_list, morph_score      agreement of token boundaries with morpheme boundaries (MorphScore)
+  Lexicon, lexicon_hit_rate         share of words a Hunspell / aspell dictionary knows
+  mean_ci95                         mean and half-width of its 95% confidence interval
+  language_in, run_name, fmt, ...   small helpers for the scripts' tables
+"""
+import csv
+import math
+import os
+import subprocess
+import sys
+import unicodedata
+
+import numpy as np
+import regex
+from rouge_score import rouge_scorer
+from scipy import stats
+
+# The scripts use the project's stage modules (tokenizer, model, sample, languages) the way the stages' own scripts
+# do: by putting the stage folders on the import path.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _stage in ("training-inference", "prompting"):
+    if os.path.join(ROOT, _stage) not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, _stage))
+
+# ----------------------------------------------------------------------------- words and n-grams
+
+# Letters, combining marks (Indic vowel signs and viramas are marks, not letters), digits, and the zero-width
+# (non-)joiners that Indic spelling needs inside a word. Everything else (spaces, punctuation, danda) separates.
+WORD_PATTERN = regex.compile(r"[\p{L}\p{M}\p{N}\u200c\u200d]+")
+
+
+def words(text):
+    """The words of a text in any script, in order."""
+    return WORD_PATTERN.findall(text)
+
+
+class WordTokenizer:
+    """rouge-score's tokenizer interface (tokenize(text) -> list of str), lowercased words of any script.
+    rouge-score's default tokenizer keeps only [a-z0-9] and so turns every Hindi or Bangla story into nothing."""
+
+    def tokenize(self, text):
+        return words(text.lower())
+
+
+def ngrams(tokens, n):
+    return list(zip(*(tokens[i:] for i in range(n))))
+
+
+def distinct_n(texts, n):
+    """Distinct n-grams / all n-grams, pooled over all texts (Li et al. 2016). Words are lowercased.
+    NaN when the texts hold no n-gram at all."""
+    seen, total = set(), 0
+    for text in texts:
+        grams = ngrams(WordTokenizer().tokenize(text), n)
+        seen.update(grams)
+        total += len(grams)
+    return len(seen) / total if total else float("nan")
+
+
+def completion_of(record):
+    """What a model wrote: a sample.py record's story starts with its prompt, which the model did not write.
+    Records whose story does not start with their prompt (corpus records keep the LLM instruction there) are
+    returned whole."""
+    story, prompt = record["story"], record.get("prompt") or ""
+    return story[len(prompt):].strip() if prompt and story.startswith(prompt) else story.strip()
+
+
+def split_at_word_fraction(text, fraction):
+    """(beginning, rest) of a text cut before the word at `fraction` of its whitespace-separated words,
+    e.g. 0.4 for the seed's memorisation test: prompt with the first 40%, compare the completion with the rest."""
+    starts = [m.start() for m in regex.finditer(r"\S+", text)]
+    k = math.ceil(fraction * len(starts))
+    if k >= len(starts):
+        return text.strip(), ""
+    return text[:starts[k]].rstrip(), text[starts[k]:].strip()
+
+
+# ----------------------------------------------------------------------------- ROUGE-2
+
+ROUGE2_SCORER = rouge_scorer.RougeScorer(["rouge2"], tokenizer=WordTokenizer())
+
+
+def rouge2(reference, candidate):
+    """rouge-score's Score(precision, recall, fmeasure) of candidate's word bigrams against reference's."""
+    return ROUGE2_SCORER.score(reference, candidate)["rouge2"]
+
+
+def max_rouge2_to_others(texts):
+    """For each text, the highest ROUGE-2 F1 against any other text of the list (seed 004, Figure 6): near 1 means
+    the model keeps producing the same story. Cost grows with len(texts)**2."""
+    if len(texts) < 2:
+        return [float("nan")] * len(texts)
+    return [ROUGE2_SCORER.score_multi(texts[:i] + texts[i + 1:], text)["rouge2"].fmeasure
+            for i, text in enumerate(texts)]
+
+
+# ----------------------------------------------------------------------------- token statistics
+
+RENYI_ALPHAS = (0.5, 1.0, 2.0, 2.5)  # 2.5 is the value the seed reports
+
+
+def renyi_entropy(counts, alpha):
+    """Rényi entropy in bits of the distribution given by counts: log2(sum p**alpha) / (1 - alpha).
+    alpha = 1 is its limit, Shannon entropy. Zero counts do not contribute."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.sum() <= 0:
+        raise ValueError("Rényi entropy of an empty distribution")
+    p = counts[counts > 0] / counts.sum()
+    if alpha == 1:
+        return float(-(p * np.log2(p)).sum())
+    return float(np.log2((p ** alpha).sum()) / (1 - alpha))
+
+
+def is_fallback_token(tok, token_id):
+    """A byte-fallback piece, or the unknown piece: text the vocabulary could not cover with a real subword."""
+    return tok.is_byte_fallback(token_id) or tok.id_to_piece(token_id) == "<unk>"
+
+
+def tokenization_stats(tok, texts, ids_per_text):
+    """Compression and vocabulary statistics of one tokenizer on some texts, given each text's token ids.
+
+    fertility is tokens per word (words as in words(): punctuation tokens count as tokens, not as words).
+    bos and eos are left out of every count. Rényi entropies are in bits; *_norm divides by log2 of the
+    vocabulary size, the largest value possible, so tokenizers of different sizes can be compared.
+    """
+    n_words = n_chars = n_bytes = 0
+    all_ids = []
+    for text, ids in zip(texts, ids_per_text):
+        n_words += len(words(text))
+        n_chars += len(text)
+        n_bytes += len(text.encode("utf-8"))
+        all_ids.append(np.asarray(ids, dtype=np.int64))
+    all_ids = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int64)
+    size = max(tok.vocab_size, int(all_ids.max()) + 1 if len(all_ids) else 0)
+    counts = np.bincount(all_ids, minlength=size)
+    counts[[tok.bos_id, tok.eos_id]] = 0
+    n_tokens = int(counts.sum())
+    if n_tokens == 0:
+        raise ValueError(f"tokenizer produced no tokens for {len(texts)} texts")
+    used = np.flatnonzero(counts)
+    fallback = sum(int(counts[i]) for i in used if is_fallback_token(tok, int(i)))
+    stats = {"vocab_size": tok.vocab_size, "tokens": n_tokens, "words": n_words, "chars": n_chars, "bytes": n_bytes,
+             "fertility": n_tokens / n_words if n_words else float("nan"),
+             "chars_per_token": n_chars / n_tokens, "bytes_per_token": n_bytes / n_tokens,
+             "fallback_share": fallback / n_tokens,
+             "vocab_used": len(used), "vocab_used_share": len(used) / tok.vocab_size}
+    for alpha in RENYI_ALPHAS:
+        h = renyi_entropy(counts, alpha)
+        stats[f"renyi_{alpha:g}"] = h
+        stats[f"renyi_{alpha:g}_norm"] = h / math.log2(tok.vocab_size)
+    return stats
+
+
+# ----------------------------------------------------------------------------- MorphScore
+
+def read_morph_list(path):
+    """[(word, stem, suffix)] from a CSV with header word,stem,suffix (the seed's full_word,pt1,rest also works).
+    Text is NFC-normalised; each word must be exactly stem + suffix, both non-empty. ValueError names path:line."""
+    columns = (("word", "stem", "suffix"), ("full_word", "pt1", "rest"))
+    entries = []
+    with open(path, encoding="utf-8", newline="") as f:
+        try:
+            reader = csv.DictReader(f)
+            names = next((c for c in columns if set(c) <= set(reader.fieldnames or ())), None)
+            if names is None:
+                raise ValueError(f"{path}:1: header must have columns word,stem,suffix (found {reader.fieldnames})")
+            for row in reader:
+                word, stem, suffix = (unicodedata.normalize("NFC", (row[c] or "").strip()) for c in names)
+                if not stem or not suffix or word != stem + suffix:
+                    raise ValueError(f"{path}:{reader.line_num}: word {word!r} is not stem {stem!r} + "
+                                     f"suffix {suffix!r}")
+                entries.append((word, stem, suffix))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text") from None
+    if not entries:
+        raise ValueError(f"{path}: no words in it")
+    return entries
+
+
+def token_boundaries(tok, word):
+    """(number of tokens, character offsets inside word where one token ends and the next begins).
+
+    The word is tokenized alone, in the form it has inside running text: after a space (' ' + word). SentencePiece
+    marks that space with its own '▁' either way, and byte-level BPE and tiktoken learned their merges on
+    space-prefixed words, so the bare word would be a form they rarely see. Pieces that decode to whitespace only
+    (a lone '▁' or 'Ġ') are dropped. An offset counts only where the decoded tokens so far are exactly a prefix of
+    the word, so a token boundary inside a character (byte-level tokenizers) is never a morpheme boundary."""
+    ids = [i for i in tok.encode(" " + word) if tok.decode([i]).strip()]
+    offsets = set()
+    for k in range(1, len(ids)):
+        prefix = tok.decode(ids[:k]).lstrip()
+        if 0 < len(prefix) < len(word) and word.startswith(prefix):
+            offsets.add(len(prefix))
+    return len(ids), offsets
+
+
+def morph_score(tok, entries):
+    """The seed's MorphScore. Each word is tokenized alone (see token_boundaries); a word that stays one token is
+    not scored; a scored word counts 1 when a token boundary falls exactly len(stem) characters in. morph_score is
+    the mean over scored words. split_share (scored / all words) must be read with it: splitting every word
+    everywhere would score 1."""
+    scored = hits = 0
+    for word, stem, _ in entries:
+        n_tokens, offsets = token_boundaries(tok, word)
+        if n_tokens < 2:
+            continue
+        scored += 1
+        hits += len(stem) in offsets
+    return {"morph_score": hits / scored if scored else float("nan"), "n_scored": scored, "n_words": len(entries),
+            "split_share": scored / len(entries) if entries else float("nan")}
+
+
+# ----------------------------------------------------------------------------- lexicon hit rate
+
+# Debian's dictionaries, with the apt package that installs each. Debian has no Hunspell Marathi, only aspell-mr.
+DEFAULT_DICTIONARIES = {
+    "hindi": ("/usr/share/hunspell/hi_IN.dic", "hunspell-hi"),
+    "bangla": ("/usr/share/hunspell/bn_BD.dic", "hunspell-bn"),
+    "marathi": ("aspell:mr", "aspell-mr"),
+    "english": ("/usr/share/hunspell/en_US.dic", "hunspell-en-us"),
+}
+# NFC keeps these letters as letter + nukta (they are composition exclusions), but dictionaries may store the single
+# code point (Debian's Bangla dictionary does), so a lookup tries both spellings.
+NUKTA_LETTERS = {unicodedata.normalize("NFD", ch): ch for ch in "\u0958\u0959\u095a\u095b\u095c\u095d\u095e\u095f"
+                 "\u09dc\u09dd\u09df"}
+
+
+class LexiconError(Exception):
+    pass
+
+
+class Lexicon:
+    """Word lookups in a spelling dictionary:
+      path/to/xx.dic   Hunspell dictionary (xx.aff beside it), read by chunspell, which applies the affix rules
+      aspell:CODE      an installed aspell dictionary; its complete word list comes from `aspell dump master`
+      path/to/x.txt    a plain word list, one word a line
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self.known = {}  # word -> bool, since stories repeat words a lot
+        if source.startswith("aspell:"):
+            self.word_set, self.hunspell = self._aspell_words(source[len("aspell:"):]), None
+        elif source.endswith(".dic"):
+            self.word_set, self.hunspell = None, self._hunspell(source)
+        else:
+            if not os.path.isfile(source):
+                raise LexiconError(f"dictionary {source}: not found")
+            with open(source, encoding="utf-8") as f:
+                self.word_set, self.hunspell = {unicodedata.normalize("NFC", w.strip()) for w in f if w.strip()}, None
+
+    @staticmethod
+    def _hunspell(path):
+        if not (os.path.isfile(path) and os.path.isfile(path[:-4] + ".aff")):
+            raise LexiconError(f"dictionary {path}: not found (a Hunspell dictionary needs the .dic and the .aff)")
+        try:
+            import hunspell  # the chunspell package
+        except ImportError:
+            raise LexiconError("the Hunspell reader is not installed: pip install chunspell") from None
+        return hunspell.Hunspell(os.path.basename(path)[:-4], hunspell_data_dir=os.path.dirname(path) or ".")
+
+    @staticmethod
+    def _aspell_words(code):
+        try:
+            out = subprocess.run(["aspell", "-d", code, "dump", "master"], capture_output=True, text=True, check=True)
+        except FileNotFoundError:
+            raise LexiconError(f"dictionary aspell:{code}: aspell is not installed (apt-get install aspell-{code})") \
+                from None
+        except subprocess.CalledProcessError as e:
+            raise LexiconError(f"dictionary aspell:{code}: {' '.join(e.stderr.split())[:200]}") from None
+        # entries may carry affix flags (word/FLAGS); the Marathi list has none, and a flagged word is still a word
+        return {unicodedata.normalize("NFC", line.split("/")[0]) for line in out.stdout.splitlines() if line}
+
+    def _lookup(self, word):
+        return word in self.word_set if self.hunspell is None else self.hunspell.spell(word)
+
+    def __contains__(self, word):
+        if word not in self.known:
+            composed = word
+            for pair, letter in NUKTA_LETTERS.items():
+                composed = composed.replace(pair, letter)
+            self.known[word] = self._lookup(word) or (composed != word and self._lookup(composed))
+        return self.known[word]
+
+
+def default_dictionary(language):
+    """(dictionary source, Debian package) for a language key, or (None, None) when this project knows none."""
+    return DEFAULT_DICTIONARIES.get(language, (None, None))
+
+
+def lexicon_hit_rate(texts, lexicon):
+    """Share of words (those with at least one letter; numbers are left out) that the lexicon knows."""
+    found = total = 0
+    for text in texts:
+        for word in words(text):
+            if any(ch.isalpha() for ch in word):
+                total += 1
+                found += word in lexicon
+    return found / total if total else float("nan")
+
+
+# ----------------------------------------------------------------------------- confidence intervals
+
+def mean_ci95(values):
+    """(mean, half-width of the two-sided 95% Student-t confidence interval of the mean). One value: half-width NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return float(values[0]), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+LANGUAGE_ALIASES = {"hindi": "hindi", "marathi": "marathi", "bangla": "bangla", "bengali": "bangla",
+                    "english": "english"}
+
+
+def language_in(name):
+    """The language key a file, dataset or run name mentions ('demo-hindi' -> 'hindi'), or None."""
+    name = name.lower()
+    return next((key for alias, key in LANGUAGE_ALIASES.items() if alias in name), None)
+
+
+def run_name(model_path):
+    """The run a checkpoint path belongs to: out/x/ckpt_best.pt -> 'x'; a run folder out/x -> 'x'."""
+    path = os.path.normpath(model_path)
+    return os.path.basename(os.path.dirname(path) if path.endswith(".pt") else path)
+
+
+def fmt(value, digits=3):
+    """A number for a table: fixed digits, '—' for missing or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(headers, rows):
+    """A GitHub Markdown table; cells are converted with str() and may not hold '|' or newlines."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def without_nan(row):
+    """A row with NaN values replaced by None, so JSON files stay valid JSON."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+def write_csv(path, rows):
+    """rows: list of dicts with the same keys, written in that key order."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
