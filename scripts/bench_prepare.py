@@ -3,8 +3,10 @@ Tokenization throughput of prepare.py (MB of UTF-8 text per second) with 1 and 2
 raw tokenizer's own single-call speed, on >= 20 MB of real text from ../shared/data (Hindi, Marathi, Bengali,
 English). Everything is measured in the same run, so the ratios hold on a noisy machine.
 
-    python scripts/bench_prepare.py [--mb=20] [--tokenizer=sp-bpe:8192] [--workers=1,2]
+    python scripts/bench_prepare.py [--mb=40] [--tokenizer=sp-bpe:8192] [--workers=1,2] [--repeats=3]
 
+Each measurement is the best of --repeats runs (the machine's noise only ever slows a run down). prepare.py is
+timed end to end as a user runs it: process start, reading, NFC, dedupe, tokenizing, writing.
 Targets: speed-up from 1 to 2 workers >= 1.7x; prepare.py end to end >= 70% of raw speed x workers.
 """
 import argparse
@@ -70,6 +72,10 @@ def raw_speed(tok, texts, total_bytes):
     return total_bytes / 1e6 / (time.perf_counter() - start)
 
 
+def best_of(repeats, measure):
+    return max((measure() for _ in range(repeats)), key=lambda result: result[0] if isinstance(result, tuple) else result)
+
+
 def prepare_speed(corpus, tok_dir, out_dir, workers, total_bytes):
     cmd = [sys.executable, os.path.join(ROOT, "training-inference", "data", "prepare.py"), f"--input={corpus}",
            f"--out_dir={out_dir}", f"--name=w{workers}", f"--tokenizer=from:{tok_dir}", f"--workers={workers}",
@@ -84,7 +90,8 @@ def prepare_speed(corpus, tok_dir, out_dir, workers, total_bytes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mb", type=float, default=20.0)
+    p.add_argument("--mb", type=float, default=40.0)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tokenizer", default="sp-bpe:8192")
     p.add_argument("--workers", default="1,2")
     args = p.parse_args()
@@ -99,12 +106,13 @@ def main():
         tok = tk.train_tokenizer(tk.parse_name(args.tokenizer), texts[::20], tok_dir)
         with open(os.path.join(tok_dir, "meta.json"), "w") as f:  # lets prepare.py reuse it via from:
             json.dump({"tokenizer": tok.spec}, f)
-        raw = raw_speed(tok, texts, total_bytes)
+        raw = best_of(args.repeats, lambda: raw_speed(tok, texts, total_bytes))
         del texts
         print(f"raw {tk.describe(tok.spec)} encode_batch, one call, one thread: {raw:.2f} MB/s")
         results = {}
         for w in worker_counts:
-            speed, elapsed = prepare_speed(corpus, tok_dir, os.path.join(tmp, "out"), w, total_bytes)
+            speed, elapsed = best_of(args.repeats, lambda: prepare_speed(corpus, tok_dir, os.path.join(tmp, "out"), w,
+                                                                         total_bytes))
             results[w] = speed
             print(f"prepare.py --workers={w}: {speed:.2f} MB/s ({elapsed:.1f}s end to end, process start included); "
                   f"{speed / (raw * w):.0%} of raw x {w}")

@@ -61,8 +61,9 @@ class KVCache:
     def update(self, layer, k, v):
         if self.k[layer] is None:
             B, H, _, D = k.shape
-            self.k[layer] = k.new_zeros(B, H, self.max_length, D)
-            self.v[layer] = v.new_zeros(B, H, self.max_length, D)
+            # uninitialised is fine: attention only ever reads the filled positions [:end]
+            self.k[layer] = k.new_empty(B, H, self.max_length, D)
+            self.v[layer] = v.new_empty(B, H, self.max_length, D)
         end = self.length + k.size(2)
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v

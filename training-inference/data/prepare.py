@@ -61,39 +61,31 @@ def default_name(source):
     return base or "dataset"
 
 
-def clean_documents(source, args, stats):
-    """Yield (split, text) for every kept document; count what was dropped into stats."""
-    seen = set()
-    seed = str(args.seed).encode()
+def clean(raw, seed, val_fraction):
+    """(text, utf-8 bytes, digest, split) for one document, or None when it is empty. A pure function of the
+    text, so workers can run it: NFC, strip, a content digest for dedupe, and the seeded-hash split."""
+    text = raw if unicodedata.is_normalized("NFC", raw) else unicodedata.normalize("NFC", raw)
+    text = text.strip()
+    if not text:
+        return None
+    data = text.encode("utf-8")
+    digest = hashlib.blake2b(data, digest_size=16).digest()
+    u = int.from_bytes(hashlib.blake2b(seed + digest, digest_size=8).digest(), "little") / 2**64
+    return text, len(data), digest, ("val" if u < val_fraction else "train")
+
+
+def raw_batches(source, args, stats):
+    """Group the corpus's raw texts into batches of about BATCH_BYTES characters, counting records read."""
+    batch, size = [], 0
     for raw in read_texts(source, args.text_field, args.txt_mode, args.hf_split):
         stats["read"] += 1
-        stats["input_bytes"] += len(raw.encode("utf-8"))
-        text = unicodedata.normalize("NFC", raw).strip()
-        if not text:
-            stats["empty"] += 1
-            continue
-        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-        if digest in seen:
-            stats["duplicate"] += 1
-            continue
-        seen.add(digest)
-        u = int.from_bytes(hashlib.blake2b(seed + digest, digest_size=8).digest(), "little") / 2**64
-        yield ("val" if u < args.val_fraction else "train"), text
-
-
-def batches(documents):
-    """Group (split, text) documents into (split, [texts]) batches of about BATCH_BYTES each."""
-    pending = {"train": [], "val": []}
-    size = {"train": 0, "val": 0}
-    for split, text in documents:
-        pending[split].append(text)
-        size[split] += len(text)
-        if size[split] >= BATCH_BYTES:
-            yield split, pending[split]
-            pending[split], size[split] = [], 0
-    for split in ("train", "val"):
-        if pending[split]:
-            yield split, pending[split]
+        batch.append(raw)
+        size += len(raw)
+        if size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 _worker_tokenizer = None
@@ -106,18 +98,40 @@ def init_worker(spec, base_dir):
 
 
 def encode_batch(job):
-    """(split, texts) -> (split, framed token array, n_documents, n_utf8_bytes). Runs in a worker process."""
-    split, texts, dtype = job
+    """Clean, split and tokenize one batch (in a worker). Returns ({split: (framed tokens, digests, tokens per
+    document, bytes per document)}, number of empty documents); the main process drops duplicates."""
+    texts, seed, val_fraction, dtype = job
     tok = _worker_tokenizer
-    ids = tok.encode_batch(texts)
-    framed = np.empty(sum(len(x) for x in ids) + 2 * len(ids), dtype=dtype)
-    pos = 0
-    for x in ids:
-        framed[pos] = tok.bos_id
-        framed[pos + 1:pos + 1 + len(x)] = x
-        pos += len(x) + 2
-        framed[pos - 1] = tok.eos_id
-    return split, framed, len(texts), sum(len(t.encode("utf-8")) for t in texts)
+    docs = {"train": [], "val": []}
+    empty = 0
+    for raw in texts:
+        cleaned = clean(raw, seed, val_fraction)
+        if cleaned is None:
+            empty += 1
+        else:
+            docs[cleaned[3]].append(cleaned)
+    out = {}
+    for split, split_docs in docs.items():
+        if not split_docs:
+            continue
+        ids = tok.encode_batch([d[0] for d in split_docs])
+        framed = np.fromiter(itertools.chain.from_iterable(part for x in ids for part in ((tok.bos_id,), x, (tok.eos_id,))),
+                             dtype=dtype, count=sum(len(x) + 2 for x in ids))
+        out[split] = (framed, [d[2] for d in split_docs], [len(x) + 2 for x in ids], [d[1] for d in split_docs])
+    return out, empty
+
+
+def drop_duplicates(framed, digests, lengths, n_bytes, seen):
+    """Remove documents whose digest was seen before (in this batch or an earlier one) from a framed batch."""
+    keep = np.ones(len(digests), dtype=bool)
+    for i, digest in enumerate(digests):
+        if digest in seen:
+            keep[i] = False
+        else:
+            seen.add(digest)
+    if not keep.all():  # rare: cut the duplicates' tokens out
+        framed = framed[np.repeat(keep, lengths)]
+    return framed, int(keep.sum()), int(np.dot(keep, n_bytes))
 
 
 def choose_dtype(requested, vocab_size, tok_name):
@@ -143,12 +157,13 @@ def build_tokenizer(spec, source, args, out_dir):
     if not tk.needs_training(spec):
         return tk.load_tokenizer(spec)
     print(f"training {tk.describe(spec)} on up to {args.tokenizer_train_docs:,} training documents of {source}")
-    stats = {"read": 0, "input_bytes": 0, "empty": 0, "duplicate": 0}
-    train_texts = (text for split, text in clean_documents(source, args, stats) if split == "train")
+    seed = str(args.seed).encode()
+    cleaned = (clean(raw, seed, args.val_fraction)
+               for raw in read_texts(source, args.text_field, args.txt_mode, args.hf_split))
+    train_texts = (c[0] for c in cleaned if c is not None and c[3] == "train")
     first = next(train_texts, None)
     if first is None:
-        raise CorpusError(f"{source}: empty corpus, no training documents ({stats['read']} records read, "
-                          f"{stats['empty']} empty, {stats['duplicate']} duplicates)")
+        raise CorpusError(f"{source}: empty corpus, no non-empty training documents")
     texts = itertools.islice(itertools.chain([first], train_texts), args.tokenizer_train_docs)
     return tk.train_tokenizer(spec, texts, out_dir)
 
@@ -167,24 +182,33 @@ def prepare(args):
     dtype = choose_dtype(args.dtype, tok.vocab_size, tk.describe(tok.spec))
     print(f"tokenizer {tk.describe(tok.spec)}: vocab {tok.vocab_size}, bos {tok.bos_id}, eos {tok.eos_id}, dtype {dtype}")
 
-    stats = {"read": 0, "input_bytes": 0, "empty": 0, "duplicate": 0}
+    stats = {"read": 0, "empty": 0, "duplicate": 0}
     counts = {s: {"documents": 0, "tokens": 0, "bytes": 0} for s in ("train", "val")}
     paths = {s: os.path.join(out_dir, f"{s}.bin") for s in ("train", "val")}
     files = {s: open(paths[s] + ".tmp", "wb") for s in ("train", "val")}
-    jobs = ((split, texts, dtype) for split, texts in batches(clean_documents(source, args, stats)))
-    pool = mp.get_context("spawn").Pool(args.workers, init_worker, (tok.spec, out_dir)) if args.workers > 1 else None
-    if pool is None:
+    seed = str(args.seed).encode()
+    jobs = ((texts, seed, args.val_fraction, dtype) for texts in raw_batches(source, args, stats))
+    pool = None
+    if args.workers > 1:  # fork where it is safe (Linux): workers start without re-importing anything
+        context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+        pool = context.Pool(args.workers, init_worker, (tok.spec, out_dir))
+    else:
         init_worker(tok.spec, out_dir)
+    seen = set()
     bar = tqdm(unit=" docs", desc=f"tokenizing {name}", disable=None)
     try:
         results = pool.imap(encode_batch, jobs) if pool else map(encode_batch, jobs)
-        for split, framed, n_docs, n_bytes in results:
-            framed.tofile(files[split])
-            c = counts[split]
-            c["documents"] += n_docs
-            c["tokens"] += len(framed)
-            c["bytes"] += n_bytes
-            bar.update(n_docs)
+        for per_split, empty in results:
+            stats["empty"] += empty
+            for split, (framed, digests, lengths, n_bytes) in per_split.items():
+                framed, kept, kept_bytes = drop_duplicates(framed, digests, lengths, n_bytes, seen)
+                stats["duplicate"] += len(digests) - kept
+                framed.tofile(files[split])
+                c = counts[split]
+                c["documents"] += kept
+                c["tokens"] += len(framed)
+                c["bytes"] += kept_bytes
+                bar.update(len(digests))
     finally:
         bar.close()
         for f in files.values():
@@ -214,13 +238,14 @@ def prepare(args):
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, ensure_ascii=False)
     os.replace(tmp, os.path.join(out_dir, "meta.json"))
-    print_statistics(meta, out_dir, elapsed, stats["input_bytes"])
+    print_statistics(meta, out_dir, elapsed)
     return meta
 
 
-def print_statistics(meta, out_dir, elapsed, input_bytes):
+def print_statistics(meta, out_dir, elapsed):
+    text_bytes = sum(c["bytes"] for c in meta["splits"].values())
     print(f"\nwrote {out_dir}/ (train.bin, val.bin, meta.json) in {elapsed:.1f}s, "
-          f"{input_bytes / 1e6 / max(elapsed, 1e-9):.2f} MB/s of input text")
+          f"{text_bytes / 1e6 / max(elapsed, 1e-9):.2f} MB/s of text")
     print(f"{'split':<6} {'documents':>10} {'tokens':>12} {'MB':>8} {'tok/doc':>8} {'bytes/tok':>9}")
     for split, c in meta["splits"].items():
         print(f"{split:<6} {c['documents']:>10,} {c['tokens']:>12,} {c['bytes'] / 1e6:>8.2f} "
