@@ -8,6 +8,7 @@ Two kinds of writes, for two kinds of files:
   write() of one line, flushed at once, so a process killed at any moment leaves complete lines
   plus at most one torn last line, which load_appended_records detects and cuts off on restart.
 """
+import glob
 import json
 import os
 
@@ -105,3 +106,19 @@ def append_record(path, record):
     """
     with open(path, "ab") as f:
         f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def input_files(paths):
+    """The .jsonl/.json files named, with folders expanded; failed-record files are outputs, not inputs."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(glob.glob(os.path.join(path, "*.jsonl")) + glob.glob(os.path.join(path, "*.json")))
+            files += [f for f in found if not f.endswith(".failed.jsonl")]
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise DataError(f"input not found: {path}")
+    if not files:
+        raise DataError(f"no .jsonl or .json files in {', '.join(paths)}")
+    return files

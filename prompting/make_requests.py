@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from aiolimiter import AsyncLimiter
 from tqdm import tqdm
 
-from jsonl_shards import DataError, append_record, load_appended_records, read_input_records
+from jsonl_shards import DataError, append_record, input_files, load_appended_records, read_input_records
 from languages import load_language
 from llm_backends import BackendConfigError, G4FBackend, OpenAICompatibleBackend, RequestFailed
 from reply_parsing import ReplyError, parse_scores_reply, parse_story_reply
@@ -164,22 +164,6 @@ class Job:
     key: str
     record: dict
     shard: Shard
-
-
-def input_files(paths):
-    """The .jsonl/.json files named, with folders expanded; failed-record files are outputs, not inputs."""
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "*.jsonl")) + glob.glob(os.path.join(path, "*.json")))
-            files += [f for f in found if not f.endswith(".failed.jsonl")]
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise DataError(f"input not found: {path}")
-    if not files:
-        raise DataError(f"no .jsonl or .json files in {', '.join(paths)}")
-    return files
 
 
 def hf_dataset_rows(name, split):

@@ -6,14 +6,12 @@ Turn a folder of judge ratings (make_requests.py evaluate output) into a Markdow
 writes results/hindi-ratings.md (one row per model, mean ± 95% CI per quality, like Table 1 of the
 seed paper) and results/hindi-ratings.png (grouped bars with the same intervals).
 
-The 95% CI half-width is 1.96 · SD / √n, the normal approximation: good for the hundreds of rated
-stories per model these tables are built from; the n column shows when it is not.
+The 95% CI is the Student-t interval of the mean (scripts/analysis.py, shared with results_table.py);
+a model with a single rating shows its score alone.
 """
 import argparse
-import glob
 import math
 import os
-import statistics
 import sys
 from collections import defaultdict
 
@@ -23,28 +21,19 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "prompting"))
-from jsonl_shards import DataError, read_input_records  # noqa: E402
+from analysis import mean_ci95  # noqa: E402  (Student-t intervals, as in results_table.py)
+from jsonl_shards import DataError, input_files, read_input_records  # noqa: E402
 from reply_parsing import SCORE_FIELDS  # noqa: E402
 
 COLUMN_TITLES = {"context_awareness": "Context awareness", "completeness": "Completeness", "grammar": "Grammar",
                  "fluency": "Fluency", "creativity": "Creativity", "overall": "Overall"}
-Z_95 = statistics.NormalDist().inv_cdf(0.975)
 
 
 def read_ratings(paths):
     """({model: {field: [scores]}}, {judges}) from rating files and folders of them."""
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "*.jsonl")) + glob.glob(os.path.join(path, "*.json")))
-            files += [f for f in found if not f.endswith(".failed.jsonl")]
-        else:
-            files.append(path)
-    if not files:
-        raise DataError(f"no rating files in {', '.join(paths)}")
     scores = defaultdict(lambda: defaultdict(list))
     judges = set()
-    for file in files:
+    for file in input_files(paths):
         for location, record in read_input_records(file):
             if "model" not in record:
                 raise DataError(f"{location}: rating has no 'model'")
@@ -57,19 +46,12 @@ def read_ratings(paths):
     return scores, judges
 
 
-def mean_and_ci(values):
-    """(mean, 95% CI half-width); the half-width is 0 for a single value."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, Z_95 * statistics.stdev(values) / math.sqrt(len(values))
-
-
 def markdown_table(scores, judges):
     header = ["Model", *(COLUMN_TITLES[f] for f in SCORE_FIELDS), "n"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in sorted(scores):
-        cells = [f"{mean:.2f} ± {ci:.2f}" for mean, ci in (mean_and_ci(scores[model][f]) for f in SCORE_FIELDS)]
+        cells = [f"{mean:.2f}" + ("" if math.isnan(ci) else f" ± {ci:.2f}")
+                 for mean, ci in (mean_ci95(scores[model][f]) for f in SCORE_FIELDS)]
         lines.append("| " + " | ".join([model, *cells, str(len(scores[model]["overall"]))]) + " |")
     caption = (f"Mean ± 95% CI of the judge's 1–10 scores; judged by {', '.join(sorted(judges))}.")
     return "\n".join(lines) + "\n\n" + caption + "\n"
@@ -80,9 +62,10 @@ def bar_chart(scores, path):
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for i, model in enumerate(models):
-        stats = [mean_and_ci(scores[model][f]) for f in SCORE_FIELDS]
+        stats = [mean_ci95(scores[model][f]) for f in SCORE_FIELDS]
         positions = [x + (i - (len(models) - 1) / 2) * width for x in range(len(SCORE_FIELDS))]
-        ax.bar(positions, [mean for mean, _ in stats], width, yerr=[ci for _, ci in stats], capsize=3, label=model)
+        ax.bar(positions, [mean for mean, _ in stats], width, yerr=[0 if math.isnan(ci) else ci for _, ci in stats],
+               capsize=3, label=model)
     ax.set_xticks(range(len(SCORE_FIELDS)), [COLUMN_TITLES[f] for f in SCORE_FIELDS])
     ax.set_ylim(0, 11.5)  # headroom above 10 for the legend
     ax.set_ylabel("score (mean ± 95% CI)")

@@ -35,8 +35,9 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+import aggregate_ratings  # noqa: E402
 import analysis  # noqa: E402  (also puts training-inference/ and prompting/ on the import path)
-from jsonl_shards import DataError, read_input_records  # noqa: E402
+from jsonl_shards import DataError  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from reply_parsing import SCORE_FIELDS  # noqa: E402
 from utils import checkpoint  # noqa: E402
@@ -117,20 +118,13 @@ def files_in(paths, pattern, recursive):
 
 
 def read_ratings(paths):
-    """{run: {score field: [scores]}} from the judge's rating records."""
-    scores = defaultdict(lambda: defaultdict(list))
-    for path in files_in(paths, "*.jsonl", recursive=False):
-        if path.endswith(".failed.jsonl"):  # requests the judge never answered
-            continue
-        for location, record in read_input_records(path):
-            if "model" not in record:
-                raise DataError(f"{location}: rating has no 'model'")
-            for field in SCORE_FIELDS:
-                value = record.get(field)
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    raise DataError(f"{location}: rating field {field!r} is {value!r}, expected a number")
-                scores[analysis.run_name(record["model"])][field].append(float(value))
-    return scores
+    """{run: {score field: [scores]}}: aggregate_ratings.py's reader, with each rated model named by its run."""
+    by_run = defaultdict(lambda: defaultdict(list))
+    if paths:
+        for model, fields in aggregate_ratings.read_ratings(paths)[0].items():
+            for field, values in fields.items():
+                by_run[analysis.run_name(model)][field] += values
+    return by_run
 
 
 def read_metrics(paths):

@@ -27,7 +27,7 @@ def test_table_has_one_row_per_model_with_mean_and_95_ci(tmp_path, capsys):
     table = (tmp_path / "results" / "hindi.md").read_text(encoding="utf-8")
     lines = table.splitlines()
     assert lines[0] == ("| Model | Context awareness | Completeness | Grammar | Fluency | Creativity | Overall | n |")
-    half_width = 1.959964 * math.sqrt(2 / 3) / 2  # SD of 6, 8, 7, 7 is sqrt(2/3); n = 4
+    half_width = 3.182446 * math.sqrt(2 / 3) / 2  # t(0.975, 3 dof); SD of 6, 8, 7, 7 is sqrt(2/3); n = 4
     assert lines[2] == f"| hindi-gpt-54M | {' | '.join(['5.00 ± 0.00'] * 5)} | 9.00 ± 0.00 | 2 |"
     assert lines[3] == f"| hindi-gpt-5M | {' | '.join(['5.00 ± 0.00'] * 5)} | 7.00 ± {half_width:.2f} | 4 |"
     assert "judged by gpt-4o" in table
@@ -48,5 +48,5 @@ def test_bad_rating_files_give_one_clear_error(tmp_path, record, message):
 
 
 def test_an_empty_folder_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match="error: no rating files in"):
+    with pytest.raises(SystemExit, match="error: no .jsonl or .json files in"):
         aggregate_ratings.main([str(tmp_path), "--out", str(tmp_path / "out")])

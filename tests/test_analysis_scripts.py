@@ -346,7 +346,7 @@ def test_results_table_bad_input_is_one_error_line(tmp_path):
     bad = write_jsonl(tmp_path / "r.jsonl",
                       [{"ID": "p", "model": "x/hindi-a/ckpt_best.pt", "context_awareness": "high"}])
     assert exit_message(results_table.main, ["--runs", str(tmp_path / "runs"), "--ratings", bad]) \
-        == f"error: {bad}:1: rating field 'context_awareness' is 'high', expected a number"
+        == f"error: {bad}:1: context_awareness is 'high', not a score from 1 to 10"
 
 
 # ----------------------------------------------------------------------------- run_prompt_suites.py
