@@ -228,13 +228,14 @@ def from_export(exported):
 
 # ----------------------------------------------------------------------------- training on a corpus
 
-def train_tokenizer(spec, texts, out_dir, max_sentences=2_000_000, num_threads=None):
-    """Train a SentencePiece or byte-level BPE tokenizer on an iterable of documents; save it in out_dir."""
+def train_tokenizer(spec, texts, out_dir, max_sentences=2_000_000, num_threads=None, seed=1337):
+    """Train a SentencePiece or byte-level BPE tokenizer on an iterable of documents; save it in out_dir.
+    The same documents and seed give the same tokenizer."""
     os.makedirs(out_dir, exist_ok=True)
     spec = dict(spec)
     if spec["kind"] == "sentencepiece":
         spec["file"] = "tokenizer.model"
-        _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads or os.cpu_count())
+        _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads or os.cpu_count(), seed)
     elif spec["kind"] == "bytelevel-bpe":
         spec["file"] = "tokenizer.json"
         _train_bytelevel_bpe(spec, texts, out_dir)
@@ -251,8 +252,9 @@ def _lines(texts):
                 yield line
 
 
-def _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads):
+def _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads, seed):
     import sentencepiece as spm
+    spm.set_random_generator_seed(seed)  # it samples and shuffles sentences
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "sp")
         try:

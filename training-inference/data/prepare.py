@@ -165,7 +165,7 @@ def build_tokenizer(spec, source, args, out_dir):
     if first is None:
         raise CorpusError(f"{source}: empty corpus, no non-empty training documents")
     texts = itertools.islice(itertools.chain([first], train_texts), args.tokenizer_train_docs)
-    return tk.train_tokenizer(spec, texts, out_dir)
+    return tk.train_tokenizer(spec, texts, out_dir, seed=args.seed)
 
 
 def prepare(args):
