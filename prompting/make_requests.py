@@ -22,7 +22,6 @@ at once; a bad key or unknown model stops the run (every request would fail the 
 import argparse
 import asyncio
 import fcntl
-import glob
 import itertools
 import json
 import os
