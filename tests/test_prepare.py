@@ -141,10 +141,22 @@ def test_vocabulary_over_uint16_uses_uint32_and_refuses_uint16(tmp_path):
     (lambda p: (p / "x.csv").write_text("a,b\n") and str(p / "x.csv"), "unsupported file type"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, setup, expected):
-    proc, _ = prepare(tmp_path, setup(tmp_path), check=False)
+    proc, out = prepare(tmp_path, setup(tmp_path), check=False)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert not list(out.glob("*.tmp"))  # nothing half-written is left behind
+
+
+def test_failure_mid_corpus_with_workers_leaves_no_partial_files(tmp_path):
+    records = story_records(40)
+    corpus = tmp_path / "c.jsonl"
+    write_jsonl(str(corpus), records)
+    with open(corpus, "a", encoding="utf-8") as f:
+        f.write('{"story": broken\n')
+    proc, out = prepare(tmp_path, corpus, "--workers=2", check=False)
+    assert proc.returncode == 1 and f"c.jsonl:{len(records) + 1}: not valid JSON" in proc.stderr
+    assert not list(out.glob("*.bin*")) and not (out / "meta.json").exists()
 
 
 def test_hub_dataset_offline_is_one_line(tmp_path):

@@ -134,6 +134,16 @@ def drop_duplicates(framed, digests, lengths, n_bytes, seen):
     return framed, int(keep.sum()), int(np.dot(keep, n_bytes))
 
 
+def check_not_empty(source, stats, counts, val_fraction):
+    if counts["train"]["documents"] + counts["val"]["documents"] == 0:
+        raise CorpusError(f"{source}: empty corpus ({stats['read']} records read, {stats['empty']} empty, "
+                          f"{stats['duplicate']} duplicates)")
+    for split in ("train", "val"):
+        if counts[split]["documents"] == 0:
+            raise CorpusError(f"{source}: the {split} split is empty ({sum(c['documents'] for c in counts.values())} "
+                              f"documents with --val_fraction={val_fraction}); change --val_fraction")
+
+
 def choose_dtype(requested, vocab_size, tok_name):
     if requested == "auto":
         return "uint16" if vocab_size <= 2**16 else "uint32"
@@ -209,20 +219,19 @@ def prepare(args):
                 c["tokens"] += len(framed)
                 c["bytes"] += kept_bytes
                 bar.update(len(digests))
+        bar.close()
+        check_not_empty(source, stats, counts, args.val_fraction)
+    except BaseException:
+        for f in files.values():  # a failed run leaves no half-written .tmp files behind
+            f.close()
+            os.remove(f.name)
+        raise
     finally:
         bar.close()
         for f in files.values():
             f.close()
         if pool:
             pool.terminate()
-
-    if stats["read"] == 0 or counts["train"]["documents"] + counts["val"]["documents"] == 0:
-        raise CorpusError(f"{source}: empty corpus ({stats['read']} records read, {stats['empty']} empty, "
-                          f"{stats['duplicate']} duplicates)")
-    for split in ("train", "val"):
-        if counts[split]["documents"] == 0:
-            raise CorpusError(f"{source}: the {split} split is empty ({sum(c['documents'] for c in counts.values())} "
-                              f"documents with --val_fraction={args.val_fraction}); change --val_fraction")
     for split in ("train", "val"):
         os.replace(paths[split] + ".tmp", paths[split])
 
