@@ -69,6 +69,15 @@ def read_prompts(start):
     return [start]
 
 
+def encode_prompt(tokenizer, prompt, block_size):
+    """[bos] + the ids of the NFC prompt. A prompt too long for the window keeps its end (and the bos), since that
+    is what the story continues from, and leaves room for at least one new token."""
+    ids = [tokenizer.bos_id] + tokenizer.encode(unicodedata.normalize("NFC", prompt))
+    if len(ids) > block_size - 1:
+        ids = [tokenizer.bos_id] + ids[-(block_size - 2):]
+    return ids
+
+
 def generate_stories(model, tokenizer, prompts, num_samples=1, max_new_tokens=256, temperature=0.8, top_k=None,
                      top_p=None, repetition_penalty=1.0, no_repeat_ngram_size=0, seed=1337, device="cpu",
                      dtype="float32", model_name="", progress=False):
@@ -76,13 +85,10 @@ def generate_stories(model, tokenizer, prompts, num_samples=1, max_new_tokens=25
     settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
                     top_p=top_p if top_p and top_p < 1 else None, repetition_penalty=repetition_penalty,
                     no_repeat_ngram_size=no_repeat_ngram_size, seed=seed)
-    budget = model.config.block_size - 1
     records = []
     for i, prompt in enumerate(tqdm(prompts, desc="sampling", unit="prompt", disable=not progress or None)):
         prompt = unicodedata.normalize("NFC", prompt)
-        ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
-        if len(ids) > budget:  # keep the end of a too-long prompt: that is what the story continues from
-            ids = [tokenizer.bos_id] + ids[-(budget - 1):]
+        ids = encode_prompt(tokenizer, prompt, model.config.block_size)
         idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
         # one generator per prompt: a prompt's samples do not depend on which other prompts are in the file
         generator = torch.Generator(device=device).manual_seed(seed + i)

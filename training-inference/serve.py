@@ -32,7 +32,6 @@ import logging
 import os
 import sys
 import time
-import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tokenizer as tk  # noqa: E402
-from sample import load_model  # noqa: E402
+from sample import encode_prompt, load_model  # noqa: E402
 from utils import checkpoint, runtime  # noqa: E402
 from utils.configurator import ConfigError, load_config  # noqa: E402
 
@@ -211,10 +210,7 @@ class Generation:
     token to each unfinished choice; it runs on the server's worker thread."""
 
     def __init__(self, model, tokenizer, request, device, dtype):
-        ids = [tokenizer.bos_id] + tokenizer.encode(unicodedata.normalize("NFC", request.prompt))
-        budget = model.config.block_size - 1
-        if len(ids) > budget:  # keep the end of a too-long prompt, as sample.py does: the story continues from it
-            ids = [tokenizer.bos_id] + ids[-(budget - 1):]
+        ids = encode_prompt(tokenizer, request.prompt, model.config.block_size)
         self.prompt_ids = ids
         self.prompt_text = tokenizer.decode(ids[1:])
         self.tokenizer, self.request, self.device, self.dtype = tokenizer, request, device, dtype

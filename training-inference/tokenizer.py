@@ -17,6 +17,8 @@ import base64
 import os
 import tempfile
 
+from utils.errors import one_line
+
 HF_PRESETS = {"sarvam": "sarvamai/sarvam-1", "sutra": "TWO/sutra-mlt256-v2"}
 TRAINED_KINDS = {"sp-bpe": "sentencepiece", "sp-unigram": "sentencepiece", "bpe": "bytelevel-bpe"}
 BOS, EOS = "<bos>", "<eos>"
@@ -25,11 +27,6 @@ WORD_SPLIT_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S
 
 class TokenizerError(Exception):
     """A tokenizer could not be built or loaded; the message is one line naming the tokenizer and the cause."""
-
-
-def _one_line(err):
-    text = " ".join(str(err).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 class SentencePieceTokenizer:
@@ -202,7 +199,7 @@ def load_tokenizer(spec, base_dir=".", file_bytes=None):
             encoding = tiktoken.get_encoding(spec["name"])
         except Exception as e:  # tiktoken downloads ranks on first use; offline this is a network error
             raise TokenizerError(f"tokenizer tiktoken:{spec['name']}: could not load the encoding "
-                                 f"({type(e).__name__}: {_one_line(e)})") from None
+                                 f"({one_line(e)})") from None
         return TiktokenTokenizer(encoding, spec)
     if kind == "hf":
         from transformers import AutoTokenizer
@@ -210,7 +207,7 @@ def load_tokenizer(spec, base_dir=".", file_bytes=None):
             tok = AutoTokenizer.from_pretrained(spec["name"])
         except Exception as e:  # offline hub, unknown id, gated repo, missing files
             raise TokenizerError(f"tokenizer hf:{spec['name']}: could not load it "
-                                 f"({type(e).__name__}: {_one_line(e)})") from None
+                                 f"({one_line(e)})") from None
         return HFAutoTokenizer(tok, spec)
     raise TokenizerError(f"tokenizer spec {spec!r}: unknown kind {kind!r}")
 
@@ -269,7 +266,7 @@ def _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads, seed)
                 input_sentence_size=max_sentences, shuffle_input_sentence=True, max_sentence_length=1 << 16,
                 hard_vocab_limit=False, num_threads=num_threads, minloglevel=2)
         except RuntimeError as e:
-            raise TokenizerError(f"tokenizer {describe(spec)}: SentencePiece training failed ({_one_line(e)})") from None
+            raise TokenizerError(f"tokenizer {describe(spec)}: SentencePiece training failed ({one_line(e)})") from None
         os.replace(prefix + ".model", os.path.join(out_dir, spec["file"]))
     spec["vocab_size"] = load_tokenizer(spec, out_dir).vocab_size  # small corpora may give fewer pieces
 

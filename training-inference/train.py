@@ -26,6 +26,7 @@ from model import GPT, ModelConfig  # noqa: E402
 from utils import checkpoint, runtime  # noqa: E402
 from utils.configurator import ConfigError, load_config  # noqa: E402
 from utils.dataset import DatasetError, bits_per_byte, check_split, load_meta  # noqa: E402
+from utils.errors import one_line  # noqa: E402
 from utils.plots import plot_loss_curves  # noqa: E402
 
 DEFAULTS = dict(
@@ -387,7 +388,7 @@ def start_wandb(cfg, log):
         return wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name or None, config=vars(cfg),
                           mode=cfg.wandb_mode, dir=cfg.out_dir)
     except Exception as e:  # training never depends on wandb
-        log(f"warning: wandb disabled ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+        log(f"warning: wandb disabled ({one_line(e)})")
         return None
 
 

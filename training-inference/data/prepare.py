@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # training-inference/
 import tokenizer as tk  # noqa: E402
-from utils.corpus import CorpusError, local_size, read_texts  # noqa: E402
+from utils.corpus import CorpusError, list_files, read_texts  # noqa: E402
 from utils.dataset import DatasetError, load_meta  # noqa: E402
 
 BATCH_BYTES = 1 << 20  # documents are sent to workers in ~1 MB batches: big enough to amortise pickling
@@ -183,7 +183,8 @@ def prepare(args):
     name = args.name or default_name(args.input)
     out_dir = os.path.join(args.out_dir, name)
     source = args.input
-    local_size(source)  # checks that a local input exists before any work
+    if not source.startswith("hf:"):
+        list_files(source)  # a missing or unsupported local input fails here, before any work
     os.makedirs(out_dir, exist_ok=True)
     if args.tokenizer.startswith("from:"):
         tok = reuse_tokenizer(args.tokenizer[len("from:"):], out_dir)

@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from utils.errors import one_line
+
 
 class CheckpointError(Exception):
     pass
@@ -52,8 +54,7 @@ def download_from_hf(spec):
     try:
         return hf_hub_download(repo_id=repo_id, filename=filename)
     except Exception as e:  # offline, unknown repo, gated, missing file
-        msg = " ".join(str(e).split())[:300]
-        raise CheckpointError(f"checkpoint hf:{spec}: download failed ({type(e).__name__}: {msg})") from None
+        raise CheckpointError(f"checkpoint hf:{spec}: download failed ({one_line(e)})") from None
 
 
 def load(source, default_name="ckpt_best.pt", map_location="cpu"):
@@ -61,8 +62,7 @@ def load(source, default_name="ckpt_best.pt", map_location="cpu"):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:200]})") from None
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({one_line(e)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"checkpoint {path}: not a Regional TinyStories checkpoint (no model / model_args)")
     ckpt["path"] = path

@@ -10,6 +10,8 @@ import glob
 import json
 import os
 
+from utils.errors import one_line
+
 SHARD_EXTENSIONS = (".jsonl", ".json", ".txt")
 
 
@@ -101,8 +103,7 @@ def _read_hf(source, text_field, split):
     except CorpusError:
         raise
     except Exception as e:  # offline hub, unknown name, bad split: one line, not a traceback
-        msg = " ".join(str(e).split())[:300]
-        raise CorpusError(f"{source}: could not load the Hugging Face dataset ({type(e).__name__}: {msg})") from None
+        raise CorpusError(f"{source}: could not load the Hugging Face dataset ({one_line(e)})") from None
 
 
 def read_texts(source, text_field="story", txt_mode="paragraph", hf_split="train"):
@@ -120,10 +121,3 @@ def read_texts(source, text_field="story", txt_mode="paragraph", hf_split="train
                 yield from _read_txt(path, txt_mode)
         except UnicodeDecodeError as e:
             raise CorpusError(f"{path}: not UTF-8 text (byte {e.start})") from None
-
-
-def local_size(source):
-    """Total bytes of a local source (for a progress bar), or None for a hub dataset."""
-    if source.startswith("hf:"):
-        return None
-    return sum(os.path.getsize(f) for f in list_files(source))
