@@ -274,7 +274,8 @@ def train(cfg):
             if wandb_run is not None:
                 wandb_run.log({k: v for k, v in entry.items() if k != "type"}, step=entry["iter"])
 
-    def save(name, val_loss):
+    def save(names, entry):
+        """Write one checkpoint state (gathered from every rank once) to each of the named files."""
         data_states = [train_sampler.generator.get_state()]
         if ddp:
             data_states = [None] * world_size
@@ -284,10 +285,11 @@ def train(cfg):
         state = {"model_args": raw_model.model_args(), "model": raw_model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "iter_num": iter_num, "tokens_seen": tokens_seen, "best_val_loss": best_val,
-                 "evals_without_improvement": bad_evals, "val_loss": val_loss,
-                 "val_bpb": bits_per_byte(val_loss, meta, "val"), "config": vars(cfg), "dataset": cfg.dataset,
+                 "evals_without_improvement": bad_evals, "val_loss": entry["val_loss"],
+                 "val_bpb": entry["val_bpb"], "config": vars(cfg), "dataset": cfg.dataset,
                  "meta": meta, "tokenizer": tokenizer_export, "rng": runtime.rng_state(), "data_rng": data_states}
-        checkpoint.save_atomic(state, os.path.join(cfg.out_dir, name))
+        for name in names:
+            checkpoint.save_atomic(state, os.path.join(cfg.out_dir, name))
 
     def evaluate():
         nonlocal best_val, bad_evals
@@ -306,11 +308,10 @@ def train(cfg):
             best_val, bad_evals = val, 0
         else:
             bad_evals += 1
-        if iter_num > 0 and not cfg.eval_only:
-            if improved:
-                save("ckpt_best.pt", val)
-            if cfg.always_save_checkpoint or improved:
-                save("ckpt_last.pt", val)
+        names = (["ckpt_best.pt"] if improved else []) + \
+            (["ckpt_last.pt"] if cfg.always_save_checkpoint or improved else [])
+        if iter_num > 0 and not cfg.eval_only and names:
+            save(names, entry)
         return entry
 
     start_iter = iter_num
