@@ -24,9 +24,13 @@ import unicodedata
 
 from tqdm import tqdm
 
-from jsonl_shards import DataError, write_jsonl_atomic
-from languages import PROMPT_GEN_DIR, load_language
-from templates import BUILTIN_TEMPLATES, fill_story_template, load_template_file
+from regional_tinystories.files import DataError, write_jsonl_atomic
+from regional_tinystories.languages import PROMPT_GEN_DIR, load_language
+from regional_tinystories.templates import (
+    BUILTIN_TEMPLATES,
+    fill_story_template,
+    load_template_file,
+)
 
 WORD_KINDS = ("nouns", "verbs", "adjectives", "endings")
 

@@ -23,23 +23,32 @@ import argparse
 import asyncio
 import fcntl
 import itertools
-import json
 import os
-import random
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from aiolimiter import AsyncLimiter
-from tqdm import tqdm
 
-from jsonl_shards import DataError, append_record, input_files, load_appended_records, read_input_records
-from languages import load_language
-from llm_backends import BackendConfigError, G4FBackend, OpenAICompatibleBackend, RequestFailed
-from reply_parsing import ReplyError, parse_scores_reply, parse_story_reply
-from templates import fill_judge_rubric, fill_translation_request
+from regional_tinystories.files import (
+    DataError,
+    input_files,
+    load_appended_records,
+    read_input_records,
+)
+from regional_tinystories.languages import load_language
+from regional_tinystories.llm import (
+    BackendConfigError,
+    G4FBackend,
+    Job,
+    OpenAICompatibleBackend,
+    RequestSettings,
+    Shard,
+    run_requests,
+)
+from regional_tinystories.replies import (
+    parse_scores_reply,
+    parse_story_reply,
+)
+from regional_tinystories.templates import fill_judge_rubric, fill_translation_request
 
 
 def record_key(record):
@@ -147,24 +156,6 @@ MODES = {"generate": GenerateStories, "evaluate": EvaluateStories, "translate": 
 # ----------------------------------------------------------------------------------------------
 # Inputs and outputs: which records still need doing, and where their results go.
 
-@dataclass
-class Shard:
-    """One input (file or dataset) and the two output files its results go to."""
-    name: str
-    read: Callable  # () -> iterable of (location, record)
-    out_path: str
-    failed_path: str
-    skip: set  # keys already in out_path or failed_path
-    size: int | None  # records in the input, if cheap to know
-
-
-@dataclass
-class Job:
-    key: str
-    record: dict
-    shard: Shard
-
-
 def hf_dataset_rows(name, split):
     """(location, record) for each row of a Hugging Face dataset (hub name or local folder), streamed."""
     import datasets  # imported here: slow to import and only translate mode needs it
@@ -230,110 +221,6 @@ def pending_jobs(shards, mode):
             seen.add(key)
             if key not in shard.skip:
                 yield Job(key, record, shard)
-
-
-# ----------------------------------------------------------------------------------------------
-# Sending: rate limits, in-flight cap, timeouts, retries with backoff; results appended as they come.
-
-@dataclass
-class RequestSettings:
-    max_in_flight: int = 16
-    rps: float | None = None
-    rpm: float | None = None
-    retries: int = 5
-    timeout: float = 120.0
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    debug_log: str | None = None
-
-
-def backoff_delay(attempt, retry_after, settings):
-    """Exponential backoff with jitter: 'equal jitter' keeps at least half the delay, so a burst of
-    429s spreads out instead of retrying in lockstep. A server's Retry-After wins if it is longer."""
-    delay = min(settings.backoff_max, settings.backoff_base * 2 ** (attempt - 1))
-    delay = delay / 2 + random.uniform(0, delay / 2)
-    return max(delay, min(retry_after or 0.0, settings.backoff_max))
-
-
-def rate_limiters(settings):
-    limiters = []
-    if settings.rps:
-        # A leaky bucket that allows a burst of one second's worth (at least one request).
-        burst = max(1.0, settings.rps)
-        limiters.append(AsyncLimiter(burst, burst / settings.rps))
-    if settings.rpm:
-        limiters.append(AsyncLimiter(settings.rpm, 60))
-    return limiters
-
-
-async def send_with_retries(job, prompt, backend, mode, settings, limiters, stats, debug_log):
-    """(result, None) or (None, failure reason), after at most 1 + settings.retries attempts."""
-    for attempt in range(1, settings.retries + 2):
-        for limiter in limiters:
-            await limiter.acquire()
-        retry_after = None
-        try:
-            async with asyncio.timeout(settings.timeout):
-                reply = await backend.complete(prompt)
-            if debug_log:
-                debug_log.write(json.dumps({"key": job.key, "attempt": attempt, "reply": reply},
-                                           ensure_ascii=False) + "\n")
-            return mode.result_for(job.record, reply), None
-        except RequestFailed as e:
-            reason, retry_after = str(e), e.retry_after
-            if not e.retryable:
-                return None, f"{reason} (attempt {attempt}, not retryable)"
-        except ReplyError as e:
-            reason = f"unusable reply: {e}"
-        except TimeoutError:
-            reason = f"no reply within {settings.timeout:g}s"
-        if attempt <= settings.retries:
-            stats["retries"] += 1
-            await asyncio.sleep(backoff_delay(attempt, retry_after, settings))
-    return None, f"{reason} (gave up after {attempt} attempts)"
-
-
-async def run_requests(jobs, backend, mode, settings, total=None, show_progress=True):
-    """Send every job, writing results and failures as they finish; returns Counter(ok, failed, retries)."""
-    stats = Counter()
-    limiters = rate_limiters(settings)
-    debug_log = open(settings.debug_log, "a", encoding="utf-8", buffering=1) if settings.debug_log else None
-    # In a terminal the bar redraws often; redirected to a log (an overnight nohup run) it writes a
-    # line a minute instead of flooding the file.
-    progress = tqdm(total=total, unit="req", desc=type(mode).__name__, disable=not show_progress,
-                    mininterval=0.5 if sys.stderr.isatty() else 60, dynamic_ncols=True)
-
-    async def worker():
-        # The workers share one job iterator, so there are never more than max_in_flight requests
-        # and the job list is read lazily, however long it is.
-        for job in jobs:
-            result, failure = await send_with_retries(job, mode.prompt_for(job.record), backend, mode, settings,
-                                                      limiters, stats, debug_log)
-            if result is not None:
-                append_record(job.shard.out_path, result)
-                stats["ok"] += 1
-            else:
-                failed = {"ID": job.record["ID"], "error": failure}
-                if "sample_index" in job.record:
-                    failed["sample_index"] = job.record["sample_index"]
-                append_record(job.shard.failed_path, failed)
-                stats["failed"] += 1
-            progress.set_postfix(ok=stats["ok"], failed=stats["failed"], retries=stats["retries"], refresh=False)
-            progress.update(1)
-
-    workers = [asyncio.create_task(worker()) for _ in range(settings.max_in_flight)]
-    try:
-        await asyncio.gather(*workers)
-    finally:
-        # On an error in one worker (or Ctrl-C) stop the others too; what was written stays written.
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        progress.close()
-        if debug_log:
-            debug_log.close()
-        await backend.close()
-    return stats
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,55 +6,35 @@ Turn a folder of judge ratings (make_requests.py evaluate output) into a Markdow
 writes results/hindi-ratings.md (one row per model, mean ± 95% CI per quality, like Table 1 of the
 seed paper) and results/hindi-ratings.png (grouped bars with the same intervals).
 
-The 95% CI is the Student-t interval of the mean (scripts/analysis.py, shared with results_table.py);
+The 95% CI is the Student-t interval of the mean (regional_tinystories.metrics, shared with results_table.py);
 a model with a single rating shows its score alone.
 """
 import argparse
 import math
 import os
 import sys
-from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "prompting"))
-from analysis import mean_ci95  # noqa: E402  (Student-t intervals, as in results_table.py)
-from jsonl_shards import DataError, input_files, read_input_records  # noqa: E402
-from reply_parsing import SCORE_FIELDS  # noqa: E402
+from regional_tinystories.files import DataError
+from regional_tinystories.metrics import markdown_table, mean_ci95, read_ratings
+from regional_tinystories.replies import SCORE_FIELDS
 
 COLUMN_TITLES = {"context_awareness": "Context awareness", "completeness": "Completeness", "grammar": "Grammar",
                  "fluency": "Fluency", "creativity": "Creativity", "overall": "Overall"}
 
 
-def read_ratings(paths):
-    """({model: {field: [scores]}}, {judges}) from rating files and folders of them."""
-    scores = defaultdict(lambda: defaultdict(list))
-    judges = set()
-    for file in input_files(paths):
-        for location, record in read_input_records(file):
-            if "model" not in record:
-                raise DataError(f"{location}: rating has no 'model'")
-            for field in SCORE_FIELDS:
-                value = record.get(field)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
-                    raise DataError(f"{location}: {field} is {value!r}, not a score from 1 to 10")
-                scores[record["model"]][field].append(value)
-            judges.add(str(record.get("judge", "unknown judge")))
-    return scores, judges
-
-
-def markdown_table(scores, judges):
-    header = ["Model", *(COLUMN_TITLES[f] for f in SCORE_FIELDS), "n"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def ratings_table(scores, judges):
+    rows = []
     for model in sorted(scores):
         cells = [f"{mean:.2f}" + ("" if math.isnan(ci) else f" ± {ci:.2f}")
                  for mean, ci in (mean_ci95(scores[model][f]) for f in SCORE_FIELDS)]
-        lines.append("| " + " | ".join([model, *cells, str(len(scores[model]["overall"]))]) + " |")
-    caption = (f"Mean ± 95% CI of the judge's 1–10 scores; judged by {', '.join(sorted(judges))}.")
-    return "\n".join(lines) + "\n\n" + caption + "\n"
+        rows.append([model, *cells, str(len(scores[model]["overall"]))])
+    table = markdown_table(["Model", *(COLUMN_TITLES[f] for f in SCORE_FIELDS), "n"], rows)
+    return table + f"\nMean ± 95% CI of the judge's 1–10 scores; judged by {', '.join(sorted(judges))}.\n"
 
 
 def bar_chart(scores, path):
@@ -85,7 +65,7 @@ def main(argv=None):
     except DataError as e:
         sys.exit(f"error: {e}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    table = markdown_table(scores, judges)
+    table = ratings_table(scores, judges)
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(table)
     bar_chart(scores, args.out + ".png")

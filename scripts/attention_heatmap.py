@@ -25,11 +25,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
-import analysis  # noqa: E402,F401  (puts training-inference/ on the import path)
-import tokenizer as tk  # noqa: E402
-from model import apply_rope  # noqa: E402
-from sample import load_model  # noqa: E402
-from utils import checkpoint  # noqa: E402
+from regional_tinystories import checkpoint
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.checkpoint import load_model
+from regional_tinystories.model import apply_rope
 
 # matplotlib takes each glyph from the first of these fonts that has it
 LABEL_FONTS = ("DejaVu Sans", "Lohit Devanagari", "Lohit Bengali", "Noto Sans Devanagari", "Noto Sans Bengali")

@@ -19,8 +19,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "training-inference"))
-import tokenizer as tk  # noqa: E402
+from regional_tinystories import tokenizer as tk
 
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 SOURCES = [  # (path, kind): real text of each language, split into story-sized documents

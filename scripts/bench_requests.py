@@ -16,14 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "prompting"))
-from llm_backends import OpenAICompatibleBackend  # noqa: E402
-from make_requests import GenerateStories, Job, RequestSettings, Shard, run_requests  # noqa: E402
-from templates import BUILTIN_TEMPLATES, fill_story_template  # noqa: E402
-from languages import load_language  # noqa: E402
+
+from regional_tinystories.languages import load_language
+from regional_tinystories.llm import Job, OpenAICompatibleBackend, RequestSettings, Shard, run_requests
+from regional_tinystories.replies import parse_story_reply
+from regional_tinystories.templates import BUILTIN_TEMPLATES, fill_story_template
 
 
 def start_fake_server(delay):
@@ -47,10 +46,24 @@ def bench_jobs(count, out_dir):
         yield Job(record["ID"], record, shard)
 
 
+class GenerateStories:
+    """generate mode as make_requests.py runs it: the prompt out, the reply parsed and checked as a story."""
+
+    def __init__(self, backend):
+        self.backend, self.english = backend, load_language("english")
+
+    def prompt_for(self, record):
+        return record["prompt"]
+
+    def result_for(self, record, reply):
+        story = parse_story_reply(reply, self.english, min_words=50, min_script_share=0.9)
+        return {**record, "model": self.backend.model, "backend": self.backend.name, "story": story}
+
+
 def run_once(base_url, count, concurrency, rps):
     with tempfile.TemporaryDirectory() as out_dir:
         backend = OpenAICompatibleBackend(base_url, "fake", max_connections=concurrency)
-        mode = GenerateStories(SimpleNamespace(min_words=50, min_script_share=0.9), backend)
+        mode = GenerateStories(backend)
         settings = RequestSettings(max_in_flight=concurrency, rps=rps, retries=2, timeout=30)
         wall, cpu = time.perf_counter(), time.process_time()
         stats = asyncio.run(run_requests(bench_jobs(count, out_dir), backend, mode, settings, total=count))

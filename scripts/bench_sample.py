@@ -11,15 +11,14 @@ The weights are random: speed does not depend on what the model has learned, and
 import argparse
 import os
 import runpy
-import sys
 import time
 
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "training-inference"))
-from model import GPT, ModelConfig  # noqa: E402
-from utils import runtime  # noqa: E402
+from regional_tinystories import runtime
+from regional_tinystories.model import GPT, ModelConfig
+from regional_tinystories.sampling import SamplingConfig
 
 PROMPT_TOKENS = 16
 
@@ -27,9 +26,9 @@ PROMPT_TOKENS = 16
 def tokens_per_second(model, batch, new_tokens, use_cache, dtype):
     idx = torch.randint(0, model.config.vocab_size, (batch, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
     with runtime.autocast("cpu", dtype):
-        model.generate(idx, 8, temperature=0, use_cache=use_cache)  # warm up allocations
+        model.generate(idx, SamplingConfig(max_new_tokens=8, temperature=0), use_cache=use_cache)  # warm up allocations
         start = time.perf_counter()
-        out = model.generate(idx, new_tokens, temperature=0, use_cache=use_cache)
+        out = model.generate(idx, SamplingConfig(max_new_tokens=new_tokens, temperature=0), use_cache=use_cache)
         elapsed = time.perf_counter() - start
     assert out.shape == (batch, PROMPT_TOKENS + new_tokens)
     return batch * new_tokens / elapsed

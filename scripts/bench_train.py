@@ -18,9 +18,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "training-inference"))
-from model import GPT, ModelConfig  # noqa: E402
-from utils import runtime  # noqa: E402
+from regional_tinystories import runtime
+from regional_tinystories.model import GPT, ModelConfig
 
 MODES = {"fp32": ("float32", False), "bf16": ("bfloat16", False),
          "fp32+compile": ("float32", True), "bf16+compile": ("bfloat16", True)}

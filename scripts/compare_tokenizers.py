@@ -40,10 +40,10 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import analysis  # noqa: E402  (also puts training-inference/ on the import path)
-import tokenizer as tk  # noqa: E402
-from utils.corpus import CorpusError, read_texts  # noqa: E402
-from utils.dataset import DatasetError, check_split, load_meta  # noqa: E402
+from regional_tinystories import PROJECT_ROOT, metrics
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.corpus import CorpusError, read_texts
+from regional_tinystories.dataset import DatasetError, check_split, load_meta
 
 
 def parse_args(argv=None):
@@ -62,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--heldout_fraction", type=float, default=0.1,
                    help="documents held out from tokenizer training and measured on (0: measure on all)")
     p.add_argument("--split", default="val", help="which .bin of a --data_dir to measure")
-    p.add_argument("--morph_dir", default=os.path.join(analysis.ROOT, "data", "morph"),
+    p.add_argument("--morph_dir", default=os.path.join(PROJECT_ROOT, "data", "morph"),
                    help="folder of <language>.csv morpheme lists for MorphScore")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--out_dir", default="out/compare_tokenizers")
@@ -79,7 +79,7 @@ def labelled(value, what):
     language, sep, path = value.partition("=")
     if sep and os.sep not in language:
         return language.lower(), path
-    language = analysis.language_in(os.path.basename(os.path.normpath(value)))
+    language = metrics.language_in(os.path.basename(os.path.normpath(value)))
     if language is None:
         raise CorpusError(f"{value}: cannot tell the language of this {what} from its name; write LANGUAGE={value}")
     return language, value
@@ -123,7 +123,7 @@ def morph_stats(tok, language, args):
     path = os.path.join(args.morph_dir, f"{language}.csv")
     if not os.path.isfile(path):
         return {"morph_score": None, "n_scored": None, "n_words": None, "split_share": None}
-    return analysis.morph_score(tok, analysis.read_morph_list(path))
+    return metrics.morph_score(tok, metrics.read_morph_list(path))
 
 
 def measure_corpus(language, path, names, args):
@@ -140,7 +140,7 @@ def measure_corpus(language, path, names, args):
                                                                      f"{language}-{corpus}-{name.replace(':', '-')}"))
         else:
             tok = tk.load_tokenizer(spec)
-        stats = analysis.tokenization_stats(tok, measured, tok.encode_batch(measured))
+        stats = metrics.tokenization_stats(tok, measured, tok.encode_batch(measured))
         rows.append({"language": language, "corpus": corpus, "tokenizer": name, **stats,
                      **morph_stats(tok, language, args)})
     return rows
@@ -168,38 +168,38 @@ def measure_dataset(language, data_dir, args):
     texts = [tok.decode(ids) for ids in documents]  # for word and character counts; the ids are used as stored
     print(f"{language} / {data_dir}: {len(documents):,} documents in {args.split}.bin, "
           f"tokenizer {meta['tokenizer_name']}", file=sys.stderr)
-    stats = analysis.tokenization_stats(tok, texts, documents)
+    stats = metrics.tokenization_stats(tok, texts, documents)
     return [{"language": language, "corpus": f"{meta.get('dataset', os.path.basename(data_dir))} ({args.split}.bin)",
              "tokenizer": meta["tokenizer_name"], **stats, **morph_stats(tok, language, args)}]
 
 
 def percent(x):
-    return analysis.fmt(None if x is None else 100 * x, 1)
+    return metrics.fmt(None if x is None else 100 * x, 1)
 
 
 def report(rows):
     """The Markdown report: three tables, one row per corpus and tokenizer."""
     key = [(r["language"], r["corpus"], f"`{r['tokenizer']}`") for r in rows]
-    alphas = analysis.RENYI_ALPHAS
-    md = "## Compression and vocabulary use\n\n" + analysis.markdown_table(
+    alphas = metrics.RENYI_ALPHAS
+    md = "## Compression and vocabulary use\n\n" + metrics.markdown_table(
         ["language", "corpus", "tokenizer", "vocab", "tokens per word", "chars per token", "bytes per token",
          "fallback %", "vocab used %"],
-        [(*k, analysis.fmt(r["vocab_size"]), analysis.fmt(r["fertility"], 2), analysis.fmt(r["chars_per_token"], 2),
-          analysis.fmt(r["bytes_per_token"], 2), percent(r["fallback_share"]), percent(r["vocab_used_share"]))
+        [(*k, metrics.fmt(r["vocab_size"]), metrics.fmt(r["fertility"], 2), metrics.fmt(r["chars_per_token"], 2),
+          metrics.fmt(r["bytes_per_token"], 2), percent(r["fallback_share"]), percent(r["vocab_used_share"]))
          for k, r in zip(key, rows)])
     md += ("\n## Rényi entropy of the token distribution\n\nBits; in brackets divided by log2 of the vocabulary "
            "size, the only form comparable across vocabulary sizes. bos/eos excluded.\n\n")
-    md += analysis.markdown_table(
+    md += metrics.markdown_table(
         ["language", "corpus", "tokenizer"] + [f"α={a:g}" + (" (Shannon)" if a == 1 else "") for a in alphas],
         [(*k, *(f"{r[f'renyi_{a:g}']:.2f} ({r[f'renyi_{a:g}_norm']:.3f})" for a in alphas))
          for k, r in zip(key, rows)])
     md += ("\n## MorphScore\n\nShare of words split exactly at the stem/suffix boundary, among the words the "
            "tokenizer splits at all (the seed's rule). Read it with the share of words split: the rule rewards "
            "over-splitting.\n\n")
-    md += analysis.markdown_table(
+    md += metrics.markdown_table(
         ["language", "corpus", "tokenizer", "MorphScore", "words scored", "words split %"],
-        [(*k, analysis.fmt(r["morph_score"]),
-          analysis.fmt(r["n_scored"]) + (f" / {r['n_words']}" if r["n_words"] else ""), percent(r["split_share"]))
+        [(*k, metrics.fmt(r["morph_score"]),
+          metrics.fmt(r["n_scored"]) + (f" / {r['n_words']}" if r["n_words"] else ""), percent(r["split_share"]))
          for k, r in zip(key, rows)])
     return md
 
@@ -246,7 +246,7 @@ def main(argv=None):
     md = report(rows)
     with open(os.path.join(args.out_dir, "tokenizers.md"), "w", encoding="utf-8") as f:
         f.write(md)
-    analysis.write_csv(os.path.join(args.out_dir, "tokenizers.csv"), rows)
+    metrics.write_csv(os.path.join(args.out_dir, "tokenizers.csv"), rows)
     plot(rows, os.path.join(args.out_dir, "tokenizers.png"))
     print(md)
     print(f"wrote {args.out_dir}/tokenizers.md, tokenizers.csv, tokenizers.png", file=sys.stderr)

@@ -26,11 +26,11 @@ import sys
 import numpy as np
 import torch
 
-import analysis  # noqa: F401  (puts training-inference/ on the import path)
-import tokenizer as tk  # noqa: E402
-from sample import load_model  # noqa: E402
-from utils import checkpoint, runtime  # noqa: E402
-from utils.dataset import DatasetError, check_split, load_meta  # noqa: E402
+from regional_tinystories import checkpoint, runtime
+from regional_tinystories import metrics
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.checkpoint import load_model
+from regional_tinystories.dataset import DatasetError, check_split, load_meta
 
 
 def parse_args(argv=None):
@@ -106,10 +106,10 @@ def evaluate(source, args, device):
 def report(rows):
     md = ("## Bits per byte on held-out text\n\nLoss per token is not comparable across tokenizers (a longer token "
           "carries more text, so it costs more nats); bits per byte is.\n\n")
-    md += analysis.markdown_table(
+    md += metrics.markdown_table(
         ["checkpoint", "dataset", "tokenizer", "params", "tokens", "bytes", "loss per token (nats)", "bits per byte"],
-        [(f"`{r['model']}`", f"{r['dataset']} ({r['split']})", f"`{r['tokenizer']}`", analysis.fmt(r["params"]),
-          analysis.fmt(r["tokens"]), analysis.fmt(r["bytes"]), analysis.fmt(r["loss_per_token"]),
+        [(f"`{r['model']}`", f"{r['dataset']} ({r['split']})", f"`{r['tokenizer']}`", metrics.fmt(r["params"]),
+          metrics.fmt(r["tokens"]), metrics.fmt(r["bytes"]), metrics.fmt(r["loss_per_token"]),
           f"**{r['bpb']:.4f}**") for r in rows])
     return md
 
@@ -127,7 +127,7 @@ def main(argv=None):
         f.write(md)
     with open(os.path.join(args.out_dir, "eval_bpb.json"), "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=2, ensure_ascii=False)
-    analysis.write_csv(os.path.join(args.out_dir, "eval_bpb.csv"), rows)
+    metrics.write_csv(os.path.join(args.out_dir, "eval_bpb.csv"), rows)
     print(md)
     print(f"wrote {args.out_dir}/eval_bpb.md, eval_bpb.csv, eval_bpb.json", file=sys.stderr)
 

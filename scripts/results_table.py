@@ -35,13 +35,12 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-import aggregate_ratings  # noqa: E402
-import analysis  # noqa: E402  (also puts training-inference/ and prompting/ on the import path)
-from jsonl_shards import DataError  # noqa: E402
-from model import GPT, ModelConfig  # noqa: E402
-from reply_parsing import SCORE_FIELDS  # noqa: E402
-from utils import checkpoint  # noqa: E402
-from utils.plots import plot_loss_curves  # noqa: E402
+from regional_tinystories import checkpoint
+from regional_tinystories import metrics
+from regional_tinystories.files import DataError
+from regional_tinystories.model import GPT, ModelConfig
+from regional_tinystories.plots import plot_loss_curves
+from regional_tinystories.replies import SCORE_FIELDS
 
 CHECKPOINT_NAMES = ("ckpt_best.pt", "ckpt_last.pt")
 SUMMARY_FIELDS = ("dataset", "recipe", "n_embd", "n_layer", "n_head", "params", "tokenizer", "tokens", "best_val_loss",
@@ -99,7 +98,7 @@ def read_run(folder):
                "tokenizer": ckpt.get("meta", {}).get("tokenizer_name", ""), "tokens": ckpt.get("tokens_seen"),
                "val_loss": ckpt.get("val_loss"), "val_bpb": ckpt.get("val_bpb")}
     log = os.path.join(folder, "log.jsonl")
-    return {"run": analysis.run_name(folder), "language": analysis.language_in(run["dataset"] or folder) or "other",
+    return {"run": metrics.run_name(folder), "language": metrics.language_in(run["dataset"] or folder) or "other",
             **run, "log": log if os.path.isfile(log) else None}
 
 
@@ -118,12 +117,12 @@ def files_in(paths, pattern, recursive):
 
 
 def read_ratings(paths):
-    """{run: {score field: [scores]}}: aggregate_ratings.py's reader, with each rated model named by its run."""
+    """{run: {score field: [scores]}}: the shared rating reader, with each rated model named by its run."""
     by_run = defaultdict(lambda: defaultdict(list))
     if paths:
-        for model, fields in aggregate_ratings.read_ratings(paths)[0].items():
+        for model, fields in metrics.read_ratings(paths)[0].items():
             for field, values in fields.items():
-                by_run[analysis.run_name(model)][field] += values
+                by_run[metrics.run_name(model)][field] += values
     return by_run
 
 
@@ -143,20 +142,20 @@ def read_metrics(paths):
             raise DataError(f"{path}: expected a list of rows with fields {', '.join(needed)}")
         for row in rows:
             values = {"heldout_bpb": row["bpb"]} if os.path.basename(path) == "eval_bpb.json" else row
-            merged[analysis.run_name(row["model"])].update({k: v for k, v in values.items() if v is not None})
+            merged[metrics.run_name(row["model"])].update({k: v for k, v in values.items() if v is not None})
     return merged
 
 
 def collect(args):
     runs = [read_run(folder) for folder in find_runs(args.runs)]
-    ratings, metrics = read_ratings(args.ratings), read_metrics(args.metrics)
+    ratings, story_metrics = read_ratings(args.ratings), read_metrics(args.metrics)
     for run in runs:
         for field in SCORE_FIELDS:
-            run[f"{field}_mean"], run[f"{field}_ci95"] = analysis.mean_ci95(ratings[run["run"]][field])
+            run[f"{field}_mean"], run[f"{field}_ci95"] = metrics.mean_ci95(ratings[run["run"]][field])
         run["ratings"] = len(ratings[run["run"]]["overall"])
         for field, _, _ in STORY_METRICS:
-            run[field] = metrics[run["run"]].get(field)
-        run["heldout_bpb"] = metrics[run["run"]].get("heldout_bpb")
+            run[field] = story_metrics[run["run"]].get(field)
+        run["heldout_bpb"] = story_metrics[run["run"]].get("heldout_bpb")
     return sorted(runs, key=lambda r: (r["language"], r["params"], r["run"]))
 
 
@@ -171,11 +170,11 @@ def mean_ci(run, field):
 def metric_cell(value, percent):
     if value is None:
         return "—"
-    return analysis.fmt(100 * value, 1) if percent else analysis.fmt(value)
+    return metrics.fmt(100 * value, 1) if percent else metrics.fmt(value)
 
 
 def language_table(runs):
-    fmt = analysis.fmt
+    fmt = metrics.fmt
     columns = [("run", lambda r: f"`{r['run']}`"), ("recipe", lambda r: r["recipe"]),
                ("hidden", lambda r: fmt(r["n_embd"])), ("layers", lambda r: fmt(r["n_layer"])),
                ("heads", lambda r: fmt(r["n_head"])), ("params (M)", lambda r: fmt(r["params"] / 1e6, 2)),
@@ -187,7 +186,7 @@ def language_table(runs):
     columns += [(title, lambda r, f=field, p=percent: metric_cell(r[f], p)) for field, title, percent in STORY_METRICS]
     cells = [[cell(r) for _, cell in columns] for r in runs]
     keep = [i for i in range(len(columns)) if any(row[i] != "—" for row in cells)]  # drop columns with no data
-    return analysis.markdown_table([columns[i][0] for i in keep], [[row[i] for i in keep] for row in cells])
+    return metrics.markdown_table([columns[i][0] for i in keep], [[row[i] for i in keep] for row in cells])
 
 
 def report(runs):
@@ -241,7 +240,7 @@ def main(argv=None):
     md = report(runs)
     with open(os.path.join(args.out_dir, "results.md"), "w", encoding="utf-8") as f:
         f.write(md)
-    analysis.write_csv(os.path.join(args.out_dir, "results.csv"), [analysis.without_nan(r) for r in runs])
+    metrics.write_csv(os.path.join(args.out_dir, "results.csv"), [metrics.without_nan(r) for r in runs])
     plot_vs_params(runs, os.path.join(args.out_dir, "score_vs_params.png"))
     for language in dict.fromkeys(r["language"] for r in runs):
         logs = [(r["run"], r["log"]) for r in runs if r["language"] == language and r["log"]]

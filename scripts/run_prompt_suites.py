@@ -20,11 +20,12 @@ import os
 import sys
 import unicodedata
 
-import analysis  # noqa: F401  (puts training-inference/ and prompting/ on the import path)
-import tokenizer as tk  # noqa: E402
-from jsonl_shards import DataError, read_input_records  # noqa: E402
-from sample import generate_stories, load_model  # noqa: E402
-from utils import checkpoint, runtime  # noqa: E402
+from regional_tinystories import checkpoint, runtime
+from regional_tinystories import metrics
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.checkpoint import load_model
+from regional_tinystories.files import DataError, read_input_records
+from regional_tinystories.sampling import SamplingConfig, generate_stories
 
 SUITE_FIELDS = ("ID", "suite", "prompt", "expected")
 
@@ -58,7 +59,7 @@ def read_suite(path):
 
 def is_hit(completion, expected, hit_words):
     """Whether the expected words appear, in order, among the first hit_words words of the completion."""
-    tokenize = analysis.WordTokenizer().tokenize
+    tokenize = metrics.WordTokenizer().tokenize
     head, want = tokenize(completion)[:hit_words], tokenize(expected)
     return any(head[i:i + len(want)] == want for i in range(len(head) - len(want) + 1))
 
@@ -71,15 +72,15 @@ def cell(text):
 def report(title, prompts, models, results, hit_words):
     """results[(prompt ID, model)] = (completion, hit)."""
     suites = list(dict.fromkeys(p["suite"] for p in prompts))
-    names = [analysis.run_name(m) for m in models]
+    names = [metrics.run_name(m) for m in models]
     md = (f"# Prompt suites: {title}\n\nHits: the expected words within the first {hit_words} words of the "
           f"completion.\n\n")
-    md += analysis.markdown_table(
+    md += metrics.markdown_table(
         ["suite", "prompts"] + [f"`{n}` hits" for n in names],
         [(s, len([p for p in prompts if p["suite"] == s]),
           *(sum(results[p["ID"], m][1] for p in prompts if p["suite"] == s) for m in models)) for s in suites])
     for s in suites:
-        md += f"\n## {s}\n\n" + analysis.markdown_table(
+        md += f"\n## {s}\n\n" + metrics.markdown_table(
             ["ID", "prompt", "expected"] + [f"`{n}`" for n in names],
             [(p["ID"], cell(p["prompt"]), cell(p["expected"]),
               *(("✓ " if results[p["ID"], m][1] else "") + cell(results[p["ID"], m][0]) for m in models))
@@ -97,11 +98,12 @@ def main(argv=None):
             model, tok, ckpt = load_model(source, device)
             models.append(ckpt["path"])
             for path, prompts in suites.items():
-                records = generate_stories(model, tok, [p["prompt"] for p in prompts],
-                                           max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                           seed=args.seed, device=device, model_name=ckpt["path"])
+                sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                          seed=args.seed)
+                records = generate_stories(model, tok, [p["prompt"] for p in prompts], sampling, device=device,
+                                           model_name=ckpt["path"])
                 for p, r in zip(prompts, records):
-                    completion = analysis.completion_of(r)
+                    completion = metrics.completion_of(r)
                     expected = unicodedata.normalize("NFC", p["expected"])
                     results[path][p["ID"], ckpt["path"]] = (completion, is_hit(completion, expected, args.hit_words))
     except (DataError, checkpoint.CheckpointError, tk.TokenizerError) as e:

@@ -13,7 +13,7 @@ Every metric is computed on what the model wrote, the story minus its prompt, so
   max ROUGE-2        per story, the highest ROUGE-2 F1 against any other story of the same model, then the mean
                      (seed 004, Figure 6); near 1 means the model writes the same story again and again. Over at
                      most --max_pairwise_stories stories (a seeded random subset), as the cost grows quadratically.
-  script purity      mean share of a story's letters that are in the language's script (prompting/languages.py)
+  script purity      mean share of a story's letters that are in the language's script (regional_tinystories/languages.py)
   words, tokens      mean length of a story in words, and in tokens where sample.py recorded them
   ends with eos      share of samples that stopped at <eos> rather than at the length limit
   lexicon hit rate   share of words found in the language's Hunspell (or aspell) dictionary, an offline fluency
@@ -42,13 +42,18 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import analysis  # noqa: E402  (also puts training-inference/ and prompting/ on the import path)
-import tokenizer as tk  # noqa: E402
-from jsonl_shards import DataError, read_input_records  # noqa: E402
-from languages import available_languages, load_language, script_share  # noqa: E402
-from sample import generate_stories, load_model  # noqa: E402
-from utils import checkpoint, runtime  # noqa: E402
-from utils.corpus import CorpusError, read_texts  # noqa: E402
+from regional_tinystories import checkpoint, runtime
+from regional_tinystories import metrics
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.checkpoint import load_model
+from regional_tinystories.corpus import CorpusError, read_texts
+from regional_tinystories.files import DataError, read_input_records
+from regional_tinystories.languages import (
+    available_languages,
+    load_language,
+    script_share,
+)
+from regional_tinystories.sampling import SamplingConfig, generate_stories
 
 PROMPT_FRACTION = 0.4  # the seed's memorisation test prompts with the first 40% of a training story
 
@@ -90,7 +95,7 @@ def read_samples(paths):
                 raise DataError(f"{location}: record has no 'story' text")
             model = record.get("model") or os.path.splitext(os.path.basename(path))[0]
             group = groups.setdefault(model, {"completions": [], "finish": [], "n_tokens": []})
-            group["completions"].append(analysis.completion_of(
+            group["completions"].append(metrics.completion_of(
                 {**record, "story": unicodedata.normalize("NFC", record["story"]),
                  "prompt": unicodedata.normalize("NFC", record.get("prompt") or "")}))
             if "finish_reason" in record:
@@ -104,14 +109,14 @@ def read_samples(paths):
 
 def load_lexicon(args):
     """The language's dictionary, or None with a warning when it is not installed (unless asked for explicitly)."""
-    source, package = (args.dictionary, None) if args.dictionary else analysis.default_dictionary(args.language)
+    source, package = (args.dictionary, None) if args.dictionary else metrics.default_dictionary(args.language)
     if source is None:
         print(f"warning: no default dictionary for {args.language}; give --dictionary; lexicon hit rate left out",
               file=sys.stderr)
         return None
     try:
-        return analysis.Lexicon(source)
-    except analysis.LexiconError as e:
+        return metrics.Lexicon(source)
+    except metrics.LexiconError as e:
         if args.dictionary:
             raise
         print(f"warning: {e}; install it with apt-get install {package}; lexicon hit rate left out", file=sys.stderr)
@@ -127,17 +132,17 @@ def diversity_sample(completions, limit, seed):
 def story_row(model, group, args, lexicon):
     completions = group["completions"]
     pairwise = diversity_sample(completions, args.max_pairwise_stories, args.seed)
-    max_rouge2 = analysis.max_rouge2_to_others(pairwise)
+    max_rouge2 = metrics.max_rouge2_to_others(pairwise)
     row = {"model": model, "language": args.language, "stories": len(completions),
-           **{f"distinct_{n}": analysis.distinct_n(completions, n) for n in (1, 2, 3)},
+           **{f"distinct_{n}": metrics.distinct_n(completions, n) for n in (1, 2, 3)},
            "max_rouge2_mean": float(np.mean(max_rouge2)), "max_rouge2_stories": len(pairwise),
            # a story with no letters at all (an immediate <eos>) says nothing about the script
            "script_purity": float(np.mean([script_share(c, args.language) for c in completions
                                            if any(ch.isalpha() for ch in c)] or [np.nan])),
-           "mean_words": float(np.mean([len(analysis.words(c)) for c in completions])),
+           "mean_words": float(np.mean([len(metrics.words(c)) for c in completions])),
            "mean_tokens": float(np.mean(group["n_tokens"])) if group["n_tokens"] else None,
            "eos_share": float(np.mean([f == "eos" for f in group["finish"]])) if group["finish"] else None,
-           "lexicon_hit_rate": analysis.lexicon_hit_rate(completions, lexicon) if lexicon else None,
+           "lexicon_hit_rate": metrics.lexicon_hit_rate(completions, lexicon) if lexicon else None,
            "memorisation_rouge2_precision": None, "memorisation_stories": None}
     return row, max_rouge2
 
@@ -154,7 +159,7 @@ def memorisation_prompts(args):
     if not pool:
         raise CorpusError(f"{args.corpus}: no story of 20 words or more")
     chosen = random.Random(args.seed).sample(pool, min(args.memorisation_stories, len(pool)))
-    return zip(*(analysis.split_at_word_fraction(t, PROMPT_FRACTION) for t in chosen))
+    return zip(*(metrics.split_at_word_fraction(t, PROMPT_FRACTION) for t in chosen))
 
 
 def memorisation(source, prompts, endings, args):
@@ -167,9 +172,9 @@ def memorisation(source, prompts, endings, args):
     if not fits:
         raise CorpusError(f"{args.corpus}: the first {PROMPT_FRACTION:.0%} of no chosen story fits the "
                           f"{model.config.block_size}-token context of {ckpt['path']}")
-    records = generate_stories(model, tok, [p for p, _ in fits], max_new_tokens=args.max_new_tokens,
-                               temperature=args.temperature, seed=args.seed, device=device, model_name=ckpt["path"])
-    return ckpt["path"], [analysis.rouge2(ending, analysis.completion_of(r)).precision
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    records = generate_stories(model, tok, [p for p, _ in fits], sampling, device=device, model_name=ckpt["path"])
+    return ckpt["path"], [metrics.rouge2(ending, metrics.completion_of(r)).precision
                           for r, (_, ending) in zip(records, fits)]
 
 
@@ -189,9 +194,9 @@ def histogram(values_by_model, xlabel, title, png):
 
 
 def report(rows, language):
-    fmt, pct = analysis.fmt, (lambda x: analysis.fmt(None if x is None else 100 * x, 1))
+    fmt, pct = metrics.fmt, (lambda x: metrics.fmt(None if x is None else 100 * x, 1))
     md = f"## Story metrics ({language})\n\nComputed on what the model wrote (story minus prompt).\n\n"
-    md += analysis.markdown_table(
+    md += metrics.markdown_table(
         ["model", "stories", "distinct-1", "distinct-2", "distinct-3", "max ROUGE-2 (mean)", "script purity %",
          "words", "tokens", "ends with eos %", "lexicon hit %", "memorisation ROUGE-2 P"],
         [(f"`{r['model']}`", fmt(r["stories"]), fmt(r["distinct_1"]), fmt(r["distinct_2"]), fmt(r["distinct_3"]),
@@ -225,7 +230,7 @@ def main(argv=None):
                     rows.append(row)
                 row["memorisation_rouge2_precision"] = float(np.mean(memorised[path]))
                 row["memorisation_stories"] = len(memorised[path])
-    except (DataError, CorpusError, analysis.LexiconError, checkpoint.CheckpointError, tk.TokenizerError) as e:
+    except (DataError, CorpusError, metrics.LexiconError, checkpoint.CheckpointError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
 
     os.makedirs(args.out_dir, exist_ok=True)
@@ -233,8 +238,8 @@ def main(argv=None):
     with open(os.path.join(args.out_dir, "story_metrics.md"), "w", encoding="utf-8") as f:
         f.write(md)
     with open(os.path.join(args.out_dir, "story_metrics.json"), "w", encoding="utf-8") as f:
-        json.dump([analysis.without_nan(r) for r in rows], f, indent=2, ensure_ascii=False)
-    analysis.write_csv(os.path.join(args.out_dir, "story_metrics.csv"), rows)
+        json.dump([metrics.without_nan(r) for r in rows], f, indent=2, ensure_ascii=False)
+    metrics.write_csv(os.path.join(args.out_dir, "story_metrics.csv"), rows)
     histogram({m: v for m, v in max_rouge2.items() if len(v) > 1}, "max ROUGE-2 F1 against the model's other stories",
               "Diversity: similarity to the closest other story", os.path.join(args.out_dir, "max_rouge2.png"))
     if memorised:

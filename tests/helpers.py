@@ -1,5 +1,7 @@
-"""Small builders shared by the training-side tests: a tiny multilingual corpus and a prepared dataset."""
+"""Small builders shared by the tests: a tiny multilingual corpus, a prepared dataset, and ways to run a stage
+script (as a subprocess, or its main() in this process)."""
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -48,6 +50,18 @@ def run(script, *args, check=True, env=None, timeout=300):
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def load_script(relative_path):
+    """A stage script as a module, loaded from its file (scripts are not a package: each runs on its own), so a
+    test can call its main() in-process. Loaded once per test session."""
+    name = "script_" + relative_path.replace("/", "_").replace("-", "_").removesuffix(".py")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 class Result:

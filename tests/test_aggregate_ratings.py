@@ -4,8 +4,10 @@ import math
 import os
 
 import pytest
+from helpers import load_script
 
-import aggregate_ratings
+aggregate_ratings = load_script("scripts/aggregate_ratings.py")
+
 
 FIELDS = ["context_awareness", "completeness", "grammar", "fluency", "creativity", "overall"]
 

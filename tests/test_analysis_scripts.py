@@ -14,16 +14,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import load_script
 
-import analysis
-import attention_heatmap
-import compare_tokenizers
-import eval_bpb
-import results_table
-import run_prompt_suites
-import story_metrics
-import tokenizer as tk
-from model import GPT, ModelConfig
+from regional_tinystories import PROJECT_ROOT, metrics
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.model import GPT, ModelConfig
+
+attention_heatmap = load_script("scripts/attention_heatmap.py")
+compare_tokenizers = load_script("scripts/compare_tokenizers.py")
+eval_bpb = load_script("scripts/eval_bpb.py")
+results_table = load_script("scripts/results_table.py")
+run_prompt_suites = load_script("scripts/run_prompt_suites.py")
+story_metrics = load_script("scripts/story_metrics.py")
 
 NAMES = ["राजू", "सीमा", "मीरा", "आरव", "अनु"]
 THINGS = ["गेंद", "पतंग", "किताब", "गुड़िया"]
@@ -59,7 +61,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, corpus):
     """A dataset prepared by the project's own prepare.py (byte-level BPE, 300 tokens)."""
-    spec = importlib.util.spec_from_file_location("prepare", os.path.join(analysis.ROOT, "training-inference", "data",
+    spec = importlib.util.spec_from_file_location("prepare", os.path.join(PROJECT_ROOT, "training-inference", "data",
                                                                           "prepare.py"))
     prepare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prepare)
@@ -175,7 +177,7 @@ def test_story_metrics_leaves_empty_stories_out_of_script_purity(tmp_path):
 
 
 def test_story_metrics_without_the_dictionary_warns_and_goes_on(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(analysis.DEFAULT_DICTIONARIES, "hindi", (str(tmp_path / "hi_IN.dic"), "hunspell-hi"))
+    monkeypatch.setitem(metrics.DEFAULT_DICTIONARIES, "hindi", (str(tmp_path / "hi_IN.dic"), "hunspell-hi"))
     story_metrics.main(["--samples", write_jsonl(tmp_path / "s.jsonl", SAMPLES), "--language", "hindi",
                         "--out_dir", str(tmp_path)])
     err = capsys.readouterr().err
@@ -201,8 +203,8 @@ def test_story_metrics_bad_input_is_one_error_line(tmp_path):
 
 def test_memorisation_scores_a_perfect_reciter_1(tmp_path, monkeypatch, corpus, runs):
     """With generation replaced by the true continuation, every completion's ROUGE-2 precision is 1."""
-    def recite(model, tok, prompts, model_name="", **settings):
-        full = {analysis.split_at_word_fraction(s, 0.4)[0]: s for s in STORIES}
+    def recite(model, tok, prompts, sampling, model_name="", **settings):
+        full = {metrics.split_at_word_fraction(s, 0.4)[0]: s for s in STORIES}
         return [{"prompt": p, "story": full[p], "model": model_name} for p in prompts]
     monkeypatch.setattr(story_metrics, "generate_stories", recite)
     story_metrics.main(["--samples", write_jsonl(tmp_path / "s.jsonl", SAMPLES), "--language", "hindi",
@@ -215,12 +217,26 @@ def test_memorisation_scores_a_perfect_reciter_1(tmp_path, monkeypatch, corpus, 
     assert (tmp_path / "out" / "memorisation.png").is_file()
 
 
-def test_memorisation_with_a_real_model(tmp_path, corpus, runs):
+def test_memorisation_with_a_real_model(tmp_path, monkeypatch, corpus, runs):
+    """The reported precision is the mean ROUGE-2 precision of what the real model wrote after each 40% prompt,
+    against that story's true remaining 60%."""
+    generated = []
+
+    def spy(*args, **kwargs):
+        records = list(real_generate(*args, **kwargs))
+        generated.extend(records)
+        return records
+    real_generate = story_metrics.generate_stories
+    monkeypatch.setattr(story_metrics, "generate_stories", spy)
     story_metrics.main(["--samples", write_jsonl(tmp_path / "s.jsonl", SAMPLES), "--language", "hindi",
                         "--checkpoint", runs[1], "--corpus", corpus, "--memorisation_stories", "3",
                         "--max_new_tokens", "6", "--out_dir", str(tmp_path)])
     row = read_json(tmp_path / "story_metrics.json")[-1]
-    assert row["memorisation_stories"] == 3 and 0 <= row["memorisation_rouge2_precision"] <= 1
+    assert row["memorisation_stories"] == 3 and len(generated) == 3
+    endings = {metrics.split_at_word_fraction(s, 0.4)[0]: metrics.split_at_word_fraction(s, 0.4)[1] for s in STORIES}
+    expected = np.mean([metrics.rouge2(endings[r["prompt"]], metrics.completion_of(r)).precision for r in generated])
+    assert all(r["n_tokens"] > 0 for r in generated)
+    assert row["memorisation_rouge2_precision"] == pytest.approx(expected)
 
 
 # ----------------------------------------------------------------------------- eval_bpb.py
@@ -379,7 +395,7 @@ def test_prompt_suite_hits_and_errors(tmp_path, runs):
 # ----------------------------------------------------------------------------- the command line
 
 def test_command_line_error_is_one_line_without_traceback(tmp_path):
-    script = os.path.join(analysis.ROOT, "scripts", "story_metrics.py")
+    script = os.path.join(PROJECT_ROOT, "scripts", "story_metrics.py")
     result = subprocess.run([sys.executable, script, "--samples", str(tmp_path / "missing.jsonl"),
                              "--language", "hindi"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1

@@ -8,14 +8,25 @@ import sys
 import time
 
 import pytest
+from helpers import load_script
 
-import make_requests
-from fake_llm_server import CANNED_STORIES, FakeLLMServer
-from jsonl_shards import load_appended_records
-from languages import load_language
-from llm_backends import BackendConfigError, G4FBackend
-from make_requests import RequestSettings, backoff_delay
-from reply_parsing import ReplyError, check_story, extract_json_object, parse_scores_reply, parse_story_reply
+from regional_tinystories.files import load_appended_records
+from regional_tinystories.languages import load_language
+from regional_tinystories.llm import BackendConfigError, G4FBackend, RequestSettings, backoff_delay
+from regional_tinystories.replies import (
+    ReplyError,
+    check_story,
+    extract_json_object,
+    parse_scores_reply,
+    parse_story_reply,
+)
+
+make_requests = load_script("prompting/make_requests.py")
+fake_llm_server = load_script("prompting/fake_llm_server.py")
+CANNED_STORIES = fake_llm_server.CANNED_STORIES
+FakeLLMServer = fake_llm_server.FakeLLMServer
+
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORES = {"context awareness": 7, "completeness": 8, "grammar": 9, "fluency": 6, "creativity": 5, "overall": 7}
@@ -404,8 +415,7 @@ def test_g4f_backend_reports_an_unknown_provider():
 def test_g4f_backend_maps_errors(monkeypatch):
     # No network here: a stand-in for g4f's client shows how the backend reads replies and errors.
     import g4f.errors
-
-    from llm_backends import RequestFailed
+    from regional_tinystories.llm import RequestFailed
 
     backend = G4FBackend("gpt-4o-mini")
     outcomes = []
@@ -441,8 +451,8 @@ def test_run_requests_closes_the_backend_and_returns_counts(tmp_path, server):
     # The pipeline as a library call, as scripts/bench_requests.py uses it.
     from types import SimpleNamespace
 
-    from llm_backends import OpenAICompatibleBackend
-    from make_requests import GenerateStories, Job, Shard, run_requests
+    from regional_tinystories.llm import Job, OpenAICompatibleBackend, Shard, run_requests
+    GenerateStories = make_requests.GenerateStories
 
     backend = OpenAICompatibleBackend(server.base_url, "fake-model")
     mode = GenerateStories(SimpleNamespace(min_words=50, min_script_share=0.9), backend)

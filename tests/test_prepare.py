@@ -1,18 +1,25 @@
 """prepare.py end to end: inputs, framing, meta.json counts, split determinism, hygiene, and bad input."""
 import json
 import os
-import sys
 import unicodedata
 
 import numpy as np
 import pytest
-from helpers import PREPARE, ROOT, STORIES, run, run_main, story_records, write_jsonl
+from helpers import (
+    PREPARE,
+    STORIES,
+    load_script,
+    run,
+    run_main,
+    story_records,
+    write_jsonl,
+)
 
-import tokenizer as tk
+from regional_tinystories import tokenizer as tk
 
-sys.path.insert(0, os.path.join(ROOT, "training-inference", "data"))
-import decode_data  # noqa: E402
-import prepare as prepare_script  # noqa: E402
+decode_data = load_script("training-inference/data/decode_data.py")
+prepare_script = load_script("training-inference/data/prepare.py")
+
 
 
 def prepare(tmp_path, source, *extra, name="ds", check=True):

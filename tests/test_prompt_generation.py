@@ -3,11 +3,20 @@ import json
 import os
 
 import pytest
+from helpers import load_script
 
-import generate_prompts
-from generate_prompts import read_word_list, sample_combinations
-from languages import PROMPT_GEN_DIR, clean_text, ends_like_a_sentence, load_language, script_share
-from templates import BUILTIN_TEMPLATES, fill_story_template
+from regional_tinystories.languages import (
+    PROMPT_GEN_DIR,
+    clean_text,
+    ends_like_a_sentence,
+    load_language,
+    script_share,
+)
+from regional_tinystories.templates import BUILTIN_TEMPLATES, fill_story_template
+
+generate_prompts = load_script("prompting/generate_prompts.py")
+read_word_list = generate_prompts.read_word_list
+sample_combinations = generate_prompts.sample_combinations
 
 LANGUAGES = ("hindi", "marathi", "bangla", "english")
 RECORD_FIELDS = ["ID", "language", "noun", "verb", "adjective", "ending", "template", "prompt"]

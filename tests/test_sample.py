@@ -3,11 +3,19 @@ import json
 
 import pytest
 import torch
-from helpers import prepare_dataset, run_main
+from helpers import load_script, prepare_dataset, run_main
 
-import sample as sample_script
-import train as train_script
-from model import GPT, ModelConfig, banned_ngram_tokens, sample_next
+from regional_tinystories.checkpoint import load_model
+from regional_tinystories.model import GPT, ModelConfig
+from regional_tinystories.sampling import (
+    SamplingConfig,
+    banned_ngram_tokens,
+    generate_stories,
+    sample_next,
+)
+
+sample_script = load_script("training-inference/sample.py")
+train_script = load_script("training-inference/train.py")
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +37,9 @@ def random_model(recipe="modern", block_size=64):
 
 
 def test_story_starts_with_prompt_and_respects_limit(run_dir):
-    model, tok, _ = sample_script.load_model(str(run_dir))
+    model, tok, _ = load_model(str(run_dir))
     prompts = ["एक दिन छोटी मीरा", "Tom had a"]
-    records = sample_script.generate_stories(model, tok, prompts, num_samples=3, max_new_tokens=20, seed=1)
+    records = list(generate_stories(model, tok, prompts, SamplingConfig(max_new_tokens=20, seed=1), num_samples=3))
     assert len(records) == 6
     for r in records:
         assert r["story"].startswith(r["prompt"])
@@ -39,14 +47,14 @@ def test_story_starts_with_prompt_and_respects_limit(run_dir):
 
 
 def test_generation_stops_at_eos(run_dir):
-    model, tok, _ = sample_script.load_model(str(run_dir))
+    model, tok, _ = load_model(str(run_dir))
 
     def always_eos(module, inputs, logits):  # make <eos> the only sensible next token
         logits[..., tok.eos_id] = 1e4
         return logits
     handle = model.lm_head.register_forward_hook(always_eos)
     try:
-        records = sample_script.generate_stories(model, tok, ["Lily saw"], num_samples=2, max_new_tokens=30)
+        records = list(generate_stories(model, tok, ["Lily saw"], SamplingConfig(max_new_tokens=30), num_samples=2))
     finally:
         handle.remove()
     assert [(r["finish_reason"], r["n_tokens"], r["story"]) for r in records] == [("eos", 0, "Lily saw")] * 2
@@ -56,24 +64,39 @@ def test_generation_stops_at_eos(run_dir):
 def test_greedy_is_identical_with_and_without_kv_cache(recipe):
     model = random_model(recipe)
     idx = torch.randint(0, 300, (3, 7))
-    cached = model.generate(idx, 50, temperature=0, use_cache=True)
-    recomputed = model.generate(idx, 50, temperature=0, use_cache=False)
+    greedy = SamplingConfig(max_new_tokens=50, temperature=0)
+    cached = model.generate(idx, greedy, use_cache=True)
+    recomputed = model.generate(idx, greedy, use_cache=False)
     assert torch.equal(cached, recomputed)
 
 
-def test_cache_keeps_decoding_past_the_block_size():
-    model = random_model(block_size=16)
-    out = model.generate(torch.randint(0, 300, (2, 5)), 40, temperature=0)
-    assert out.shape == (2, 45)
+@pytest.mark.parametrize("recipe", ["classic", "modern"])
+def test_cache_keeps_decoding_past_the_block_size(recipe):
+    """Past a full window the cache restarts from the last half-window: every token must be the greedy choice of a
+    full recompute over exactly that window (positions counted from the window's start)."""
+    block = 16
+    model = random_model(recipe, block_size=block)
+    idx = torch.randint(0, 300, (2, 5))
+    out = model.generate(idx, SamplingConfig(max_new_tokens=40, temperature=0))
+    expected, start = idx, 0
+    with torch.no_grad():
+        for _ in range(40):
+            if expected.size(1) - start > block:
+                start = expected.size(1) - block // 2
+            logits, _ = model(expected[:, start:])
+            expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert start > 0  # the window really slid, more than once
+    assert torch.equal(out, expected)
 
 
 def test_top_k_1_and_tiny_top_p_equal_greedy():
     model = random_model()
     idx = torch.randint(0, 300, (2, 5))
-    greedy = model.generate(idx, 25, temperature=0)
+    greedy = model.generate(idx, SamplingConfig(max_new_tokens=25, temperature=0))
     g = torch.Generator().manual_seed(3)
-    assert torch.equal(model.generate(idx, 25, temperature=1.5, top_k=1, generator=g), greedy)
-    assert torch.equal(model.generate(idx, 25, temperature=1.0, top_p=1e-6, generator=g), greedy)
+    assert torch.equal(model.generate(idx, SamplingConfig(max_new_tokens=25, temperature=1.5, top_k=1), generator=g), greedy)
+    assert torch.equal(model.generate(idx, SamplingConfig(max_new_tokens=25, temperature=1.0, top_p=1e-6), generator=g),
+                       greedy)
 
 
 def test_sampling_distribution_follows_temperature_top_k_and_top_p():
@@ -82,7 +105,7 @@ def test_sampling_distribution_follows_temperature_top_k_and_top_p():
     g = torch.Generator().manual_seed(0)
 
     def freq(**kw):
-        return torch.bincount(sample_next(logits.clone(), idx, generator=g, **kw), minlength=4).float() / 40_000
+        return torch.bincount(sample_next(logits.clone(), idx, SamplingConfig(**{"temperature": 1.0, **kw}), generator=g), minlength=4).float() / 40_000
     assert torch.allclose(freq(temperature=1.0), torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.01)
     p = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2  # temperature 0.5 squares the probabilities
     assert torch.allclose(freq(temperature=0.5), p / p.sum(), atol=0.01)
@@ -95,21 +118,21 @@ def test_repetition_controls():
     assert sorted(banned_ngram_tokens([1, 2, 3, 1, 2], 3)) == [3]
     assert banned_ngram_tokens([1, 2, 3], 3) == []
     logits = torch.tensor([[2.0, 1.0, -1.0]])
-    penalised = sample_next(logits.clone(), torch.tensor([[0, 2]]), temperature=0, repetition_penalty=4.0)
+    penalised = sample_next(logits.clone(), torch.tensor([[0, 2]]), SamplingConfig(temperature=0, repetition_penalty=4.0))
     assert penalised.item() == 1  # 2.0 / 4 < 1.0
     model = random_model()
-    out = model.generate(torch.randint(0, 300, (2, 3)), 40, temperature=0, no_repeat_ngram_size=2)
+    out = model.generate(torch.randint(0, 300, (2, 3)), SamplingConfig(max_new_tokens=40, temperature=0, no_repeat_ngram_size=2))
     for row in out.tolist():
         bigrams = list(zip(row, row[1:]))
         assert len(bigrams) == len(set(bigrams))
 
 
 def test_seeded_runs_are_reproducible(run_dir):
-    model, tok, _ = sample_script.load_model(str(run_dir))
-    kw = dict(num_samples=3, max_new_tokens=15, temperature=1.0, top_p=0.9)
-    a = sample_script.generate_stories(model, tok, ["Tom"], seed=5, **kw)
-    b = sample_script.generate_stories(model, tok, ["Tom"], seed=5, **kw)
-    c = sample_script.generate_stories(model, tok, ["Tom"], seed=6, **kw)
+    model, tok, _ = load_model(str(run_dir))
+    def stories(seed):
+        return list(generate_stories(model, tok, ["Tom"], SamplingConfig(max_new_tokens=15, temperature=1.0, top_p=0.9,
+                                                                          seed=seed), num_samples=3))
+    a, b, c = stories(5), stories(5), stories(6)
     assert [r["story"] for r in a] == [r["story"] for r in b]
     assert [r["story"] for r in a] != [r["story"] for r in c]
 

@@ -13,14 +13,16 @@ from urllib.parse import urlsplit
 
 import pytest
 import torch
+from helpers import ROOT, STORIES, load_script, run
 
-import serve
-import tokenizer as tk
-from helpers import ROOT, STORIES, run
-from llm_backends import OpenAICompatibleBackend
-from model import GPT, ModelConfig
-from sample import generate_stories, load_model
-from utils import checkpoint
+from regional_tinystories import checkpoint
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.checkpoint import load_model
+from regional_tinystories.llm import OpenAICompatibleBackend
+from regional_tinystories.model import GPT, ModelConfig
+from regional_tinystories.sampling import SamplingConfig, generate_stories
+
+serve = load_script("training-inference/serve.py")
 
 SERVE = os.path.join(ROOT, "training-inference", "serve.py")
 MODEL_NAME = "tiny-stories"
@@ -128,7 +130,7 @@ def greedy_continuation(server, prompt, max_tokens):
     """(text, finish_reason, completion tokens) of model.generate's greedy continuation of [bos] + prompt."""
     tok = server.tokenizer
     ids = [tok.bos_id] + tok.encode(prompt)
-    new = server.model.generate(torch.tensor([ids]), max_tokens, temperature=0, eos_id=tok.eos_id)[0, len(ids):]
+    new = server.model.generate(torch.tensor([ids]), SamplingConfig(max_new_tokens=max_tokens, temperature=0), eos_id=tok.eos_id)[0, len(ids):]
     new = new.tolist()
     finish_reason = "stop" if tok.eos_id in new else "length"
     new = new[:new.index(tok.eos_id)] if tok.eos_id in new else new
@@ -215,8 +217,8 @@ def test_seeded_sampling_matches_sample_py(server):
     body = post(server, "/v1/completions", {"prompt": PROMPT, "n": 2, "max_tokens": 25, "seed": 11, **settings})
     again = post(server, "/v1/completions", {"prompt": PROMPT, "n": 2, "max_tokens": 25, "seed": 11, **settings})
     assert again["choices"] == body["choices"]
-    records = generate_stories(server.model, server.tokenizer, [PROMPT], num_samples=2, max_new_tokens=25, seed=11,
-                               **settings)
+    records = list(generate_stories(server.model, server.tokenizer, [PROMPT],
+                                    SamplingConfig(max_new_tokens=25, seed=11, **settings), num_samples=2))
     for choice, record in zip(body["choices"], records):
         assert PROMPT + choice["text"] == record["story"]
         assert choice["finish_reason"] == {"eos": "stop", "length": "length"}[record["finish_reason"]]
@@ -228,7 +230,8 @@ def test_too_long_prompt_keeps_its_end(server):
     assert len(server.tokenizer.encode(long_prompt)) > BLOCK_SIZE
     body = post(server, "/v1/completions", {"prompt": long_prompt, "max_tokens": 10, "temperature": 0})
     assert body["usage"]["prompt_tokens"] == BLOCK_SIZE - 1
-    record = generate_stories(server.model, server.tokenizer, [long_prompt], max_new_tokens=10, temperature=0)[0]
+    record = next(generate_stories(server.model, server.tokenizer, [long_prompt],
+                                  SamplingConfig(max_new_tokens=10, temperature=0)))
     assert record["story"].endswith(body["choices"][0]["text"])
     assert body["usage"]["completion_tokens"] == record["n_tokens"]
 
@@ -250,8 +253,8 @@ def test_a_character_split_over_byte_tokens_is_streamed_whole(server):
     tok = server.tokenizer
     piece_ids = {tok.id_to_piece(i): i for i in range(tok.vocab_size)}
     byte_ids = [piece_ids[f"<0x{byte:02X}>"] for byte in "ॐ".encode()]  # three byte-fallback tokens
-    request = serve.StoryRequest(prompt=PROMPT, max_tokens=10, temperature=0, top_p=1, top_k=0, repetition_penalty=1,
-                                 n=1, seed=None, stop=[], stream=True)
+    request = serve.StoryRequest(prompt=PROMPT, sampling=SamplingConfig(max_new_tokens=10, temperature=0), n=1,
+                                 seed=None, stop=[], stream=True)
     generation = serve.Generation(server.model, tok, request, "cpu", "float32")
     generation.tokens = (torch.tensor([i]) for i in byte_ids + [tok.eos_id])  # as if the model had drawn them
     sent = []

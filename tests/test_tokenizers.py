@@ -3,9 +3,9 @@ import shutil
 
 import pytest
 import tiktoken
-from helpers import STORIES, PREPARE, run, write_jsonl
+from helpers import PREPARE, STORIES, run, write_jsonl
 
-import tokenizer as tk
+from regional_tinystories import tokenizer as tk
 
 SAMPLES = ["एक दिन छोटी मीरा बाज़ार गई।", "একদিন ছোট্ট টুনু নদীর ধারে গেল।",
            "Tom had a red ball.\nHe liked it.", "  spaces  and\ttabs  "]

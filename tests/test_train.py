@@ -10,10 +10,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, TRAIN, prepare_dataset, run, run_main
+from helpers import ROOT, TRAIN, load_script, prepare_dataset, run, run_main
 
-import train as train_script
-from utils import checkpoint
+from regional_tinystories import checkpoint
+
+train_script = load_script("training-inference/train.py")
 
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8", "--eval_iters=2",
         "--log_interval=1", "--warmup_iters=2", "--dataset=tiny"]
@@ -159,9 +160,9 @@ def test_init_from_hub_offline_is_one_line(data_root, tmp_path):
 
 WRITER = """
 import sys, torch
-sys.path.insert(0, sys.argv[1])
-from utils.checkpoint import save_atomic
-path = sys.argv[2]
+from regional_tinystories.checkpoint import save_atomic
+
+path = sys.argv[1]
 i = 0
 while True:
     i += 1
@@ -173,7 +174,7 @@ while True:
 def test_killed_checkpoint_writer_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "ckpt_last.pt"
     for delay in (0.5, 0.9, 1.3):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, os.path.join(ROOT, "training-inference"), str(path)],
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
                                 stdout=subprocess.PIPE, text=True)
         proc.stdout.readline()  # at least one complete checkpoint exists
         time.sleep(delay)
@@ -214,8 +215,9 @@ def test_lr_schedules():
 
 
 def test_weight_decay_only_on_matrices():
-    from model import GPT, ModelConfig
     from types import SimpleNamespace
+
+    from regional_tinystories.model import GPT, ModelConfig
     model = GPT(ModelConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16, bias=True, recipe="classic"))
     cfg = SimpleNamespace(weight_decay=0.1, learning_rate=1e-3, beta1=0.9, beta2=0.95)
     decay, no_decay = train_script.make_optimizer(model, cfg, "cpu").param_groups

@@ -14,7 +14,7 @@ Endpoints:
                                 earlier turns are validated but not read. The reply is the continuation only.
 Both take max_tokens (chat also max_completion_tokens), temperature, top_p, n, seed, stop (a string or a list
 of up to 4: the text is cut before the first one) and stream (Server-Sent Events ending in "data: [DONE]"),
-plus top_k and repetition_penalty as in sample.py (vLLM's names). Other unknown fields are ignored, but fields
+plus top_k, repetition_penalty and no_repeat_ngram_size as in sample.py (vLLM's names). Other unknown fields are ignored, but fields
 this server cannot honour (echo, logprobs, suffix, presence/frequency penalties, ...) are refused unless left
 at their neutral value. A bad request gets a 4xx with an OpenAI-style body
 {"error": {"message", "type", "param", "code"}}.
@@ -29,7 +29,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -40,11 +39,11 @@ from types import SimpleNamespace
 import torch
 from aiohttp import web
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tokenizer as tk  # noqa: E402
-from sample import encode_prompt, load_model  # noqa: E402
-from utils import checkpoint, runtime  # noqa: E402
-from utils.configurator import ConfigError, load_config  # noqa: E402
+from regional_tinystories import checkpoint, runtime
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.checkpoint import load_model
+from regional_tinystories.config import ConfigError, load_config
+from regional_tinystories.sampling import SamplingConfig, encode_prompt
 
 DEFAULTS = dict(
     init_from="out/run",        # run folder (its ckpt_best.pt), a .pt file, or hf:OWNER/REPO/FILE.pt
@@ -82,11 +81,7 @@ class RequestError(Exception):
 class StoryRequest:
     """A checked request of either endpoint: what to continue and how to sample it."""
     prompt: str
-    max_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    repetition_penalty: float
+    sampling: SamplingConfig  # its seed is unused: a request without one gets a fresh random seed
     n: int
     seed: int | None
     stop: list
@@ -221,10 +216,7 @@ class Generation:
         else:
             generator.manual_seed(request.seed)
         idx = torch.tensor([ids] * request.n, dtype=torch.long, device=device)
-        self.tokens = model.generate_tokens(
-            idx, request.max_tokens, temperature=request.temperature, top_k=request.top_k or None,
-            top_p=request.top_p if request.top_p < 1 else None, repetition_penalty=request.repetition_penalty,
-            eos_id=tokenizer.eos_id, generator=generator)
+        self.tokens = model.generate_tokens(idx, request.sampling, eos_id=tokenizer.eos_id, generator=generator)
 
     def step(self):
         """Generate the next token of every unfinished choice; False once all of them are finished. (Every choice
@@ -252,7 +244,7 @@ class Generation:
             choice.text, choice.finish_reason = text[:stop_at], "stop"
         else:
             choice.text = text
-            if len(choice.ids) == self.request.max_tokens:
+            if len(choice.ids) == self.request.sampling.max_new_tokens:
                 choice.finish_reason = "length"
 
     def usage(self):
@@ -339,11 +331,13 @@ class StoryServer:
         tokens_field = "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens"
         return StoryRequest(
             prompt=chat_prompt(body) if chat else completion_prompt(body),
-            max_tokens=number_field(body, tokens_field, int, 1, self.max_tokens_limit, self.max_tokens_limit),
-            temperature=number_field(body, "temperature", float, 0, 2, 1.0),
-            top_p=number_field(body, "top_p", float, 0, 1, 1.0, low_open=True),
-            top_k=number_field(body, "top_k", int, 0, self.tokenizer.vocab_size, 0),
-            repetition_penalty=number_field(body, "repetition_penalty", float, 0, 2, 1.0, low_open=True),
+            sampling=SamplingConfig(
+                max_new_tokens=number_field(body, tokens_field, int, 1, self.max_tokens_limit, self.max_tokens_limit),
+                temperature=number_field(body, "temperature", float, 0, 2, 1.0),
+                top_p=number_field(body, "top_p", float, 0, 1, 1.0, low_open=True),
+                top_k=number_field(body, "top_k", int, 0, self.tokenizer.vocab_size, 0),
+                repetition_penalty=number_field(body, "repetition_penalty", float, 0, 2, 1.0, low_open=True),
+                no_repeat_ngram_size=number_field(body, "no_repeat_ngram_size", int, 0, 16, 0)),
             n=number_field(body, "n", int, 1, self.max_n, 1),
             seed=number_field(body, "seed", int, 0, 2**63 - 1, None),
             stop=stop_field(body),

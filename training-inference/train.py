@@ -20,14 +20,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tokenizer as tk  # noqa: E402
-from model import GPT, ModelConfig  # noqa: E402
-from utils import checkpoint, runtime  # noqa: E402
-from utils.configurator import ConfigError, load_config  # noqa: E402
-from utils.dataset import DatasetError, bits_per_byte, check_split, load_meta  # noqa: E402
-from utils.errors import one_line  # noqa: E402
-from utils.plots import plot_loss_curves  # noqa: E402
+from regional_tinystories import checkpoint, runtime
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.config import ConfigError, load_config
+from regional_tinystories.dataset import (
+    DatasetError,
+    bits_per_byte,
+    check_split,
+    load_meta,
+)
+from regional_tinystories.errors import one_line
+from regional_tinystories.model import GPT, ModelConfig
+from regional_tinystories.plots import plot_loss_curves
 
 DEFAULTS = dict(
     # I/O

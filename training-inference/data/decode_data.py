@@ -13,9 +13,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # training-inference/
-import tokenizer as tk  # noqa: E402
-from utils.dataset import DatasetError, check_split, load_meta  # noqa: E402
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.dataset import DatasetError, check_split, load_meta
 
 
 def decode_framed(ids, tok, bos, eos):

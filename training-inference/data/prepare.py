@@ -23,10 +23,9 @@ import unicodedata
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # training-inference/
-import tokenizer as tk  # noqa: E402
-from utils.corpus import CorpusError, list_files, read_texts  # noqa: E402
-from utils.dataset import DatasetError, load_meta  # noqa: E402
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.corpus import CorpusError, list_files, read_texts
+from regional_tinystories.dataset import DatasetError, load_meta
 
 BATCH_BYTES = 1 << 20  # documents are sent to workers in ~1 MB batches: big enough to amortise pickling
 

@@ -11,7 +11,11 @@ import ast
 import json
 import re
 
-from languages import clean_text, ends_like_a_sentence, script_share
+from regional_tinystories.languages import (
+    clean_text,
+    ends_like_a_sentence,
+    script_share,
+)
 
 # strict=False lets raw newlines inside strings through: models often put real line breaks in a story.
 _JSON = json.JSONDecoder(strict=False)

@@ -81,6 +81,7 @@ def peak_flops(device, dtype):
 
 def seed_everything(seed):
     import random
+
     import numpy as np
     random.seed(seed)
     np.random.seed(seed)

@@ -10,7 +10,7 @@ import glob
 import json
 import os
 
-from utils.errors import one_line
+from regional_tinystories.errors import one_line
 
 SHARD_EXTENSIONS = (".jsonl", ".json", ".txt")
 

@@ -17,7 +17,7 @@ import base64
 import os
 import tempfile
 
-from utils.errors import one_line
+from regional_tinystories.errors import one_line
 
 HF_PRESETS = {"sarvam": "sarvamai/sarvam-1", "sutra": "TWO/sutra-mlt256-v2"}
 TRAINED_KINDS = {"sp-bpe": "sentencepiece", "sp-unigram": "sentencepiece", "bpe": "bytelevel-bpe"}
@@ -272,7 +272,8 @@ def _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads, seed)
 
 
 def _train_bytelevel_bpe(spec, texts, out_dir):
-    from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HFTokenizer
     tok = HFTokenizer(models.BPE())
     # GPT-2's split regex breaks Indic words at every vowel sign (\p{M} is not \p{L}); keep marks inside words
     tok.pre_tokenizer = pre_tokenizers.Sequence([

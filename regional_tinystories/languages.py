@@ -23,7 +23,8 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-PROMPT_GEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompt_gen")
+# The word lists live with the prompting stage, beside generate_prompts.py.
+PROMPT_GEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prompting", "prompt_gen")
 
 # Zero-width non-joiner / joiner: Indic text needs them to pick the right conjunct
 # or half form, so cleaning must never drop them.

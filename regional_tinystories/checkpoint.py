@@ -1,5 +1,6 @@
 """
-Checkpoints: atomic saves, and loading from a run folder, a .pt file, or a Hugging Face hub file.
+Checkpoints: atomic saves, and loading (a checkpoint, or a ready model with its tokenizer) from a run folder, a
+.pt file, or a Hugging Face hub file.
 
 A checkpoint is a dict of plain values and tensors (loadable with weights_only=True): model_args, model,
 optimizer, scaler, iter_num, tokens_seen, best_val_loss, config, tokenizer (spec + file bytes), rng, data_rng.
@@ -8,7 +9,9 @@ import os
 
 import torch
 
-from utils.errors import one_line
+from regional_tinystories import tokenizer as tk
+from regional_tinystories.errors import one_line
+from regional_tinystories.model import GPT, ModelConfig
 
 
 class CheckpointError(Exception):
@@ -78,3 +81,14 @@ def clean_state_dict(state_dict):
                 k = k[len(prefix):]
         out[k] = v
     return out
+
+
+def load_model(source, device="cpu"):
+    """(model in eval mode on device, tokenizer, checkpoint dict) from a run folder, .pt file or hf: path."""
+    ckpt = load(source, map_location=device)
+    model = GPT(ModelConfig(**ckpt["model_args"]))
+    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    model.to(device).eval()
+    if "tokenizer" not in ckpt:
+        raise CheckpointError(f"checkpoint {ckpt['path']}: no tokenizer recorded")
+    return model, tk.from_export(ckpt["tokenizer"]), ckpt

@@ -5,7 +5,8 @@ A decoder-only transformer with two recipes, chosen by config:
   modern:  RoPE, RMSNorm, SwiGLU MLP (~8/3 x, same parameter count), optional QK-norm
 
 Both tie the input embedding to the output head by default, can drop biases, use dropout, and attend through
-F.scaled_dot_product_attention. forward() is the plain training pass; generate() decodes with a KV cache.
+F.scaled_dot_product_attention. forward() is the plain training pass; generate() decodes with a KV cache,
+picking each token with sampling.sample_next under a SamplingConfig.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -13,6 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from regional_tinystories.sampling import sample_next
 
 
 @dataclass
@@ -208,24 +211,24 @@ class GPT(nn.Module):
         return 6 * self.num_params(non_embedding=False) + 12 * c.n_layer * c.block_size * c.n_embd
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, eos_id=None, **sampling):
-        """Continue every row of idx (B, T) by up to max_new_tokens; returns (B, T + n). Rows that emit eos_id
-        stop (their later positions are filled with eos). Sampling options are those of generate_tokens."""
-        steps = [token[:, None] for token in self.generate_tokens(idx, max_new_tokens, eos_id=eos_id, **sampling)]
+    def generate(self, idx, sampling, eos_id=None, use_cache=True, generator=None):
+        """Continue every row of idx (B, T) by up to sampling.max_new_tokens; returns (B, T + n). Rows that emit
+        eos_id stop (their later positions are filled with eos)."""
+        steps = [token[:, None] for token in self.generate_tokens(idx, sampling, eos_id, use_cache, generator)]
         return torch.cat([idx] + steps, dim=1)
 
     @torch.no_grad()
-    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-                        no_repeat_ngram_size=0, eos_id=None, use_cache=True, generator=None):
+    def generate_tokens(self, idx, sampling, eos_id=None, use_cache=True, generator=None):
         """
-        Yield the next token of every row (a (B,) tensor) for up to max_new_tokens steps, stopping early once all
-        rows have emitted eos_id. use_cache=False recomputes the whole window every step, as nanoGPT's sample.py
-        does. When the window is full, the cache is rebuilt from the last half-window (the no-cache path crops).
+        Yield the next token of every row (a (B,) tensor) for up to sampling.max_new_tokens steps, stopping early
+        once all rows have emitted eos_id. use_cache=False recomputes the whole window every step, as nanoGPT's
+        sample.py does. When the window is full, the cache is rebuilt from the last half-window (the no-cache path
+        crops).
         """
         block = self.config.block_size
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         cache = None
-        for _ in range(max_new_tokens):
+        for _ in range(sampling.max_new_tokens):
             if not use_cache:
                 logits, _ = self(idx[:, -block:])
             elif cache is None or cache.length >= block:
@@ -234,8 +237,7 @@ class GPT(nn.Module):
                 logits, _ = self(idx if idx.size(1) < block else idx[:, -(block // 2):], cache=cache)
             else:
                 logits, _ = self(idx[:, -1:], cache=cache)
-            next_token = sample_next(logits[:, -1, :].float(), idx, temperature, top_k, top_p, repetition_penalty,
-                                     no_repeat_ngram_size, generator)
+            next_token = sample_next(logits[:, -1, :].float(), idx, sampling, generator)
             if eos_id is not None:
                 next_token = torch.where(done, torch.full_like(next_token, eos_id), next_token)
                 done |= next_token == eos_id
@@ -246,40 +248,3 @@ class GPT(nn.Module):
 
     def model_args(self):
         return asdict(self.config)
-
-
-def banned_ngram_tokens(row, n):
-    """Tokens that would repeat an n-gram already present in row (a list of ints)."""
-    if n <= 0 or len(row) < n:
-        return []
-    prefix = tuple(row[len(row) - n + 1:]) if n > 1 else ()
-    return [row[i + n - 1] for i in range(len(row) - n + 1) if tuple(row[i:i + n - 1]) == prefix]
-
-
-def sample_next(logits, idx, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-                no_repeat_ngram_size=0, generator=None):
-    """Pick the next token for each row from logits (B, V). temperature 0 (or top_k 1) is greedy."""
-    if repetition_penalty != 1.0:  # CTRL-style: make every token already in the text less likely
-        seen = torch.gather(logits, 1, idx)
-        seen = torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty)
-        logits = logits.scatter(1, idx, seen)
-    if no_repeat_ngram_size > 0:
-        for b, row in enumerate(idx.tolist()):
-            banned = banned_ngram_tokens(row, no_repeat_ngram_size)
-            if banned:
-                logits[b, banned] = float("-inf")
-    if temperature == 0 or top_k == 1:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0 < top_p < 1:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = F.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens ranked above it already cover top_p; the top token always stays
-        drop = probs.cumsum(dim=-1) - probs >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)

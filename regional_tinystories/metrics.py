@@ -11,13 +11,14 @@ hand-computed values; reading the inputs and writing reports is left to the scri
   read_morph_list, morph_score      agreement of token boundaries with morpheme boundaries (MorphScore)
   Lexicon, lexicon_hit_rate         share of words a Hunspell / aspell dictionary knows
   mean_ci95                         mean and half-width of its 95% confidence interval
+  read_ratings                      judge rating files -> {model: {score field: [scores]}}
   language_in, run_name, fmt, ...   small helpers for the scripts' tables
 """
 import csv
+from collections import defaultdict
 import math
 import os
 import subprocess
-import sys
 import unicodedata
 
 import numpy as np
@@ -25,12 +26,8 @@ import regex
 from rouge_score import rouge_scorer
 from scipy import stats
 
-# The scripts use the project's stage modules (tokenizer, model, sample, languages) the way the stages' own scripts
-# do: by putting the stage folders on the import path.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _stage in ("training-inference", "prompting"):
-    if os.path.join(ROOT, _stage) not in sys.path:
-        sys.path.insert(0, os.path.join(ROOT, _stage))
+from regional_tinystories.files import DataError, input_files, read_input_records
+from regional_tinystories.replies import SCORE_FIELDS
 
 # ----------------------------------------------------------------------------- words and n-grams
 
@@ -320,6 +317,25 @@ def mean_ci95(values):
         return float(values[0]), float("nan")
     half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
     return float(values.mean()), float(half)
+
+
+# ----------------------------------------------------------------------------- judge ratings
+
+def read_ratings(paths):
+    """({model: {field: [scores]}}, {judges}) from rating files and folders of them."""
+    scores = defaultdict(lambda: defaultdict(list))
+    judges = set()
+    for file in input_files(paths):
+        for location, record in read_input_records(file):
+            if "model" not in record:
+                raise DataError(f"{location}: rating has no 'model'")
+            for field in SCORE_FIELDS:
+                value = record.get(field)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
+                    raise DataError(f"{location}: {field} is {value!r}, not a score from 1 to 10")
+                scores[record["model"]][field].append(value)
+            judges.add(str(record.get("judge", "unknown judge")))
+    return scores, judges
 
 
 # ----------------------------------------------------------------------------- reporting
