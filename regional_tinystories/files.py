@@ -1,71 +1,142 @@
 """
-Reading and writing JSONL shards safely.
+Files: the one place that reads JSON/JSONL inputs and writes outputs safely.
 
 Two kinds of writes, for two kinds of files:
-- write_jsonl_atomic: a whole file at once (prompt shards). Written to a temporary file and
-  renamed over the target, so readers see either the old file or the complete new one.
+- atomic_write (and write_text/json/jsonl_atomic): a whole file at once (prompt shards, meta.json, summaries,
+  plots). Written to a temporary file in the same folder, flushed to disk (fsync) and renamed over the target,
+  so readers see either the old file or the complete new one, whatever moment a kill comes.
 - append_record: results arriving one by one (stories, ratings, translations). Each record is one
   write() of one line, flushed at once, so a process killed at any moment leaves complete lines
   plus at most one torn last line, which load_appended_records detects and cuts off on restart.
+
+Reading: read_input_records yields (location, record) from .json/.jsonl files (also gzip-compressed, .jsonl.gz),
+input_files expands files and folders into the input files they hold (never an output's *.failed.jsonl), and
+hf_dataset_rows streams a Hugging Face dataset. Every problem is an InputError naming the file and line.
 """
+import contextlib
 import glob
+import gzip
 import json
 import os
 
+from regional_tinystories.errors import InputError, one_line
 
-class DataError(ValueError):
-    """A file the user gave us is missing or malformed; the message says which file and where."""
+DataError = InputError  # the name the prompting stage has always raised; the same class
+
+JSON_EXTENSIONS = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+
+
+def open_text(path):
+    """A text file (UTF-8) for reading, transparently gunzipped when its name ends in .gz."""
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def strip_gz(path):
+    return path[:-3] if path.endswith(".gz") else path
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w"):
+    """Open a temporary file beside path for writing; on a clean exit flush it to disk and rename it over path,
+    on an error remove it. (The temp name carries the pid, so two writers never share one.)"""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    f = open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    finally:
+        f.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text_atomic(path, text):
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def write_json_atomic(path, obj):
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
 
 
 def write_jsonl_atomic(path, records):
-    """Write records as JSONL to path via a temporary file and a rename; returns the record count."""
-    tmp_path = path + ".tmp"
+    """Write records as JSONL to path atomically; returns the record count."""
     count = 0
-    with open(tmp_path, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
     return count
+
+
+def remove_stale_temp_files(folder, pattern="*.tmp.*"):
+    """Delete temp files a killed writer left in folder (their pids are gone or reused); returns how many."""
+    stale = glob.glob(os.path.join(glob.escape(folder), pattern))
+    for path in stale:
+        os.remove(path)
+    return len(stale)
 
 
 def _as_record(location, record):
     if not isinstance(record, dict):
-        raise DataError(f"{location}: expected a JSON object, found {type(record).__name__}")
+        raise InputError(f"{location}: expected a JSON object, found {type(record).__name__}")
     return location, record
 
 
-def read_input_records(path):
-    """Yield (location, record) from a .jsonl file (one object a line) or a .json file (a list of objects).
+def first_bad_utf8(path):
+    """(line, byte offset in the file) of the first byte sequence that is not UTF-8, for an error message."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return line_no, offset + e.start
+            offset += len(line)
+    return None, None
+
+
+def read_input_records(path, objects_only=True):
+    """Yield (location, record) from a .jsonl file (one value a line) or a .json file (a list of values), either
+    possibly gzipped. location is "file:line" or "file[index]", for error messages that point at the bad record.
+    objects_only: every record must be a JSON object (else InputError); False also lets strings through.
 
     JSONL is read line by line, so a shard of millions of prompts is never all in memory.
-    location is "file:line" or "file[index]", for error messages that point at the bad record.
     """
+    check = _as_record if objects_only else (lambda location, record: (location, record))
     try:
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".json"):
+        with open_text(path) as f:
+            if strip_gz(path).endswith(".json"):
                 try:
                     data = json.load(f)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+                    raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
                 if not isinstance(data, list):
-                    raise DataError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
+                    raise InputError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
                 for index, record in enumerate(data):
-                    yield _as_record(f"{path}[{index}]", record)
+                    yield check(f"{path}[{index}]", record)
                 return
             for line_no, line in enumerate(f, 1):
                 if line.strip():
                     try:
                         record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-                    yield _as_record(f"{path}:{line_no}", record)
+                    except (json.JSONDecodeError, RecursionError) as e:
+                        reason = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                        raise InputError(f"{path}:{line_no}: not valid JSON ({reason})") from None
+                    yield check(f"{path}:{line_no}", record)
     except FileNotFoundError:
-        raise DataError(f"input file not found: {path}") from None
+        raise InputError(f"{path}: no such file or folder") from None
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+        line_no, offset = first_bad_utf8(path) if not path.endswith(".gz") else (None, None)
+        where = f"{path}:{line_no}" if line_no else path
+        raise InputError(f"{where}: not UTF-8 text" + (f" (byte {offset} of the file)" if offset is not None else "")) from None
+    except (OSError, EOFError) as e:  # a torn or corrupt .gz
+        raise InputError(f"{path}: cannot be read ({one_line(e)})") from None
 
 
 def load_appended_records(path):
@@ -108,17 +179,55 @@ def append_record(path, record):
         f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def input_files(paths):
-    """The .jsonl/.json files named, with folders expanded; failed-record files are outputs, not inputs."""
+def is_output_sidecar(path):
+    """Files a make_requests.py run writes beside its results that are not results: failed records, hidden files
+    (its lock)."""
+    name = os.path.basename(path)
+    return name.endswith((".failed.jsonl", ".failed.jsonl.gz")) or name.startswith(".")
+
+
+def input_files(paths, extensions=JSON_EXTENSIONS, recursive=False):
+    """The input files named, in reading order, with folders expanded (sorted; recursive=True also reads
+    subfolders) to the files with one of `extensions`. Failed-record files, lock and temp files in a folder are a
+    run's bookkeeping, not inputs, and are skipped."""
+    paths = [paths] if isinstance(paths, str) else paths
     files = []
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "*.jsonl")) + glob.glob(os.path.join(path, "*.json")))
-            files += [f for f in found if not f.endswith(".failed.jsonl")]
+            pattern = os.path.join(glob.escape(path), "**", "*") if recursive else os.path.join(glob.escape(path), "*")
+            found = sorted(f for f in glob.glob(pattern, recursive=recursive)
+                           if f.endswith(extensions) and os.path.isfile(f) and not is_output_sidecar(f))
+            if not found:
+                raise InputError(f"{path}: folder has no {'/'.join(extensions)} files")
+            files += found
         elif os.path.isfile(path):
+            if not path.endswith(extensions):
+                raise InputError(f"{path}: unsupported file type; expected {', '.join(extensions)}")
             files.append(path)
         else:
-            raise DataError(f"input not found: {path}")
+            raise InputError(f"{path}: no such file or folder")
     if not files:
-        raise DataError(f"no .jsonl or .json files in {', '.join(paths)}")
+        raise InputError(f"no {'/'.join(extensions)} files in {', '.join(paths)}")
     return files
+
+
+def hf_dataset_rows(source, split):
+    """(location, row) for each row of a Hugging Face dataset, streamed. source is NAME or NAME:CONFIG (a hub id
+    or a local folder). Offline or unknown: one InputError line."""
+    import datasets  # slow to import; only hub inputs need it
+
+    name, _, config = source.partition(":")
+    try:
+        rows = datasets.load_dataset(name, config or None, split=split, streaming=True)
+        for index, row in enumerate(rows):
+            yield f"{source}[{split}][{index}]", row
+    except InputError:
+        raise
+    except Exception as e:  # offline hub, unknown name, bad split or config
+        raise InputError(f"hf:{source}: could not load the Hugging Face dataset split {split!r} ({one_line(e)})") from None
+
+
+def paths_overlap(a, b):
+    """True when two paths are the same or one lies inside the other, after resolving symlinks."""
+    a, b = os.path.realpath(a), os.path.realpath(b)
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)

@@ -14,6 +14,7 @@ Trained tokenizers live in a file next to the dataset (spec["file"], relative to
 carries the file's bytes too (export/from_export), so a model can be sampled without the dataset folder.
 """
 import base64
+import hashlib
 import os
 import tempfile
 
@@ -212,15 +213,39 @@ def load_tokenizer(spec, base_dir=".", file_bytes=None):
     raise TokenizerError(f"tokenizer spec {spec!r}: unknown kind {kind!r}")
 
 
+def files_sha256(tok):
+    """One SHA-256 over the tokenizer's spec and files: what meta.json and checkpoints record, so a dataset or
+    checkpoint whose tokenizer file was swapped for another is refused instead of decoding garbage."""
+    h = hashlib.sha256(repr(sorted((k, v) for k, v in tok.spec.items() if k != "vocab_size")).encode())
+    for name, data in sorted(tok.files().items()):
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def load_dataset_tokenizer(meta, data_dir):
+    """The tokenizer of a prepared dataset, checked against the hash prepare.py recorded in meta.json."""
+    tok = load_tokenizer(meta["tokenizer"], data_dir)
+    expected = meta.get("tokenizer_sha256")
+    if expected is not None and files_sha256(tok) != expected:
+        raise TokenizerError(f"{data_dir}: the tokenizer file does not match meta.json (it was replaced after "
+                             f"prepare.py wrote the .bin files); run prepare.py again")
+    return tok
+
+
 def export(tok):
-    """What a checkpoint stores: the spec plus the bytes of any tokenizer file, base64 so it loads weights_only."""
-    return {"spec": tok.spec, "files": {k: base64.b64encode(v).decode("ascii") for k, v in tok.files().items()}}
+    """What a checkpoint stores: the spec plus the bytes of any tokenizer file, base64 so it loads weights_only,
+    and their hash."""
+    return {"spec": tok.spec, "files": {k: base64.b64encode(v).decode("ascii") for k, v in tok.files().items()},
+            "sha256": files_sha256(tok)}
 
 
 def from_export(exported):
     spec, files = exported["spec"], exported.get("files", {})
     data = base64.b64decode(files[spec["file"]]) if "file" in spec and spec["file"] in files else None
-    return load_tokenizer(spec, file_bytes=data)
+    tok = load_tokenizer(spec, file_bytes=data)
+    if "sha256" in exported and files_sha256(tok) != exported["sha256"]:
+        raise TokenizerError(f"tokenizer {describe(spec)}: the checkpoint's tokenizer does not match its recorded hash")
+    return tok
 
 
 # ----------------------------------------------------------------------------- training on a corpus
@@ -241,31 +266,48 @@ def train_tokenizer(spec, texts, out_dir, max_sentences=2_000_000, num_threads=N
     return load_tokenizer(spec, out_dir)
 
 
-def _lines(texts):
-    # SentencePiece trains on "sentences": paragraphs keep them short
-    for text in texts:
-        for line in text.split("\n"):
-            if line.strip():
-                yield line
+MAX_TRAINING_SENTENCE = 1 << 14  # bytes; SentencePiece skips longer "sentences" (and fails if all are)
+
+
+def _lines(texts, failures):
+    """SentencePiece trains on "sentences": paragraphs, and very long ones cut at spaces. An error while reading
+    the corpus is kept in `failures`, since SentencePiece would report it as RuntimeError: INTERNAL."""
+    try:
+        for text in texts:
+            for line in text.split("\n"):
+                while len(line.encode("utf-8")) > MAX_TRAINING_SENTENCE:
+                    cut = line.rfind(" ", 0, MAX_TRAINING_SENTENCE // 4)  # characters are at most 4 bytes
+                    cut = cut if cut > 0 else MAX_TRAINING_SENTENCE // 4
+                    yield line[:cut]
+                    line = line[cut:].lstrip(" ")
+                if line.strip():
+                    yield line
+    except BaseException as e:  # also Ctrl-C / SIGTERM while reading
+        failures.append(e)
+        raise
 
 
 def _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads, seed):
     import sentencepiece as spm
     spm.set_random_generator_seed(seed)  # it samples and shuffles sentences
+    failures = []
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "sp")
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_lines(texts), model_prefix=prefix, vocab_size=spec["vocab_size"],
+                sentence_iterator=_lines(texts, failures), model_prefix=prefix, vocab_size=spec["vocab_size"],
                 model_type=spec["model_type"], byte_fallback=True, character_coverage=0.9995,
                 # text is NFC-normalised by prepare.py; 'identity' keeps decode(encode(x)) == x
                 normalization_rule_name="identity", remove_extra_whitespaces=False,
                 # training sees one paragraph at a time, so without this every newline would cost a byte token
                 user_defined_symbols=["\n"],
                 unk_id=0, bos_id=1, eos_id=2, pad_id=-1, bos_piece=BOS, eos_piece=EOS,
-                input_sentence_size=max_sentences, shuffle_input_sentence=True, max_sentence_length=1 << 16,
+                input_sentence_size=max_sentences, shuffle_input_sentence=True,
+                max_sentence_length=MAX_TRAINING_SENTENCE,
                 hard_vocab_limit=False, num_threads=num_threads, minloglevel=2)
         except RuntimeError as e:
+            if failures:  # the corpus, not SentencePiece, failed: report the corpus's own error
+                raise failures[0] from None
             raise TokenizerError(f"tokenizer {describe(spec)}: SentencePiece training failed ({one_line(e)})") from None
         os.replace(prefix + ".model", os.path.join(out_dir, spec["file"]))
     spec["vocab_size"] = load_tokenizer(spec, out_dir).vocab_size  # small corpora may give fewer pieces

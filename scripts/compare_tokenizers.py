@@ -161,8 +161,8 @@ def measure_dataset(language, data_dir, args):
     meta = load_meta(data_dir)
     problems = check_split(data_dir, meta, args.split, full=False)
     if problems:
-        raise DatasetError(problems[0])
-    tok = tk.load_tokenizer(meta["tokenizer"], data_dir)
+        raise DatasetError(str(problems[0]))
+    tok = tk.load_dataset_tokenizer(meta, data_dir)
     data = np.memmap(os.path.join(data_dir, f"{args.split}.bin"), dtype=meta["dtype"], mode="r")
     documents = documents_in_bin(data, meta["bos_id"], meta["eos_id"])
     texts = [tok.decode(ids) for ids in documents]  # for word and character counts; the ids are used as stored

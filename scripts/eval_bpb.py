@@ -57,7 +57,7 @@ def dataset_of(ckpt, args):
 
 def check_same_tokenizer(tokenizer, meta, data_dir, ckpt):
     """The dataset's ids mean something to the model only if both use the very same tokenizer (file included)."""
-    data_tokenizer = tk.load_tokenizer(meta["tokenizer"], data_dir)
+    data_tokenizer = tk.load_dataset_tokenizer(meta, data_dir)
     if tk.export(data_tokenizer) != tk.export(tokenizer):
         ours, theirs = meta["tokenizer_name"], tk.describe(tokenizer.spec)
         what = f"another training of {ours}" if ours == theirs else ours
@@ -91,7 +91,7 @@ def evaluate(source, args, device):
     meta = load_meta(data_dir)
     problems = check_split(data_dir, meta, args.split, full=False)
     if problems:
-        raise DatasetError(problems[0])
+        raise DatasetError(str(problems[0]))
     check_same_tokenizer(tokenizer, meta, data_dir, ckpt)
     tokens = np.memmap(os.path.join(data_dir, f"{args.split}.bin"), dtype=meta["dtype"], mode="r")
     n_bytes = meta["splits"][args.split]["bytes"]

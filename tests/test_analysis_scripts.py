@@ -399,4 +399,4 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, script, "--samples", str(tmp_path / "missing.jsonl"),
                              "--language", "hindi"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: input file not found: {tmp_path / 'missing.jsonl'}"
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.jsonl'}: no such file or folder"

@@ -302,7 +302,7 @@ def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path, server):
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, "input not found"),
+    (None, "p.jsonl: no such file or folder"),
     ('{"ID": "P0", "language": "hindi", "prompt": "x"}\n{"ID": "P1", \n', "p.jsonl:2: not valid JSON"),
     ('{"ID": "P0", "language": "hindi"}\n', "p.jsonl:1: record has no 'prompt'"),
     ('{"ID": "P0", "language": "klingon", "prompt": "x"}\n', "unknown language 'klingon'"),

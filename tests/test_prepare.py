@@ -78,8 +78,12 @@ def test_split_is_deterministic_and_seeded(tmp_path):
     assert sorted(read_docs(a, "val")) != sorted(read_docs(c, "val"))
 
 
-def test_two_workers_write_the_same_bytes_as_one(tmp_path):
-    corpus = write_jsonl(str(tmp_path / "c.jsonl"), story_records(6))
+def test_two_workers_write_the_same_bytes_as_one(tmp_path, monkeypatch):
+    # batches of ~200 characters: the corpus spans many batches, so the workers' results must come back in order
+    monkeypatch.setattr(prepare_script, "BATCH_BYTES", 200)
+    records = story_records(6)
+    corpus = write_jsonl(str(tmp_path / "c.jsonl"), records)
+    assert sum(len(r["story"]) for r in records) > 10 * prepare_script.BATCH_BYTES
     _, one = prepare(tmp_path, corpus, name="one")
     _, two = prepare(tmp_path, corpus, "--workers=2", name="two")
     for f in ("train.bin", "val.bin"):
@@ -152,7 +156,7 @@ def test_bad_input_gets_one_clear_line(tmp_path, setup, expected):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
-    assert not list(out.glob("*.tmp"))  # nothing half-written is left behind
+    assert not list(out.parent.glob(".*"))  # no temporary dataset folder is left behind
 
 
 def test_failure_mid_corpus_with_workers_leaves_no_partial_files(tmp_path):
@@ -163,7 +167,7 @@ def test_failure_mid_corpus_with_workers_leaves_no_partial_files(tmp_path):
         f.write('{"story": broken\n')
     proc, out = prepare(tmp_path, corpus, "--workers=2", check=False)
     assert proc.returncode == 1 and f"c.jsonl:{len(records) + 1}: not valid JSON" in proc.stderr
-    assert not list(out.glob("*.bin*")) and not (out / "meta.json").exists()
+    assert not out.exists() and not list(out.parent.glob(".*"))
 
 
 def test_hub_dataset_offline_is_one_line(tmp_path):

@@ -153,7 +153,7 @@ def load_dataset_meta(cfg):
     meta = load_meta(data_dir)
     problems = check_split(data_dir, meta, "train", full=False) + check_split(data_dir, meta, "val", full=False)
     if problems:
-        raise DatasetError(problems[0] + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
+        raise DatasetError(str(problems[0]) + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
     return data_dir, meta
 
 

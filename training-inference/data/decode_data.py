@@ -42,16 +42,18 @@ def main(argv=None):
         meta = load_meta(args.data_dir)
     except DatasetError as e:
         sys.exit(f"error: {e}")
-    problems = check_split(args.data_dir, meta, "train") + check_split(args.data_dir, meta, "val")
-    if not any("missing" in p or "whole number" in p for p in problems):
+    try:
+        tok = tk.load_dataset_tokenizer(meta, args.data_dir)
+    except tk.TokenizerError as e:
+        sys.exit(f"error: {e}")
+    problems = {split: check_split(args.data_dir, meta, split) for split in ("train", "val")}
+    shown = problems[args.split]
+    if not any(p.fatal for p in shown) and meta["splits"][args.split]["tokens"]:
         data = np.memmap(os.path.join(args.data_dir, f"{args.split}.bin"), dtype=meta["dtype"], mode="r")
-        try:
-            tok = tk.load_tokenizer(meta["tokenizer"], args.data_dir)
-        except tk.TokenizerError as e:
-            sys.exit(f"error: {e}")
         head = [int(x) for x in data[:args.n]]
         print(f"first {len(head)} tokens of {args.split}.bin: {head[:20]}{' ...' if len(head) > 20 else ''}")
         print(decode_framed(head, tok, meta["bos_id"], meta["eos_id"]))
+    problems = problems["train"] + problems["val"]
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

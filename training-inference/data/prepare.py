@@ -8,14 +8,19 @@ Every document becomes [bos] + ids + [eos], concatenated. The split is decided p
 its text, so it is deterministic, needs no shuffle in memory, and does not change when the corpus is reordered.
 Text is NFC-normalised; empty and duplicate documents are dropped and counted. meta.json records the tokenizer
 spec, dtype and the document / token / UTF-8 byte counts per split (train.py reports bits-per-byte from them).
-Output: <out_dir>/<name>/{train.bin, val.bin, meta.json, tokenizer file}. Files appear atomically at the end.
+Output: <out_dir>/<name>/{train.bin, val.bin, meta.json, tokenizer file}. The whole folder is built beside it as
+<out_dir>/.<name>.tmp-PID and put in place by renames at the very end, so a run that fails or is killed midway
+never leaves a new tokenizer beside old .bin files: the old dataset stays whole until the new one is complete.
+meta.json records a hash of the tokenizer file and the largest token id, which train.py, sample.py and
+decode_data.py check.
 """
 import argparse
 import hashlib
 import itertools
-import json
 import multiprocessing as mp
 import os
+import shutil
+import signal
 import sys
 import time
 import unicodedata
@@ -24,8 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from regional_tinystories import tokenizer as tk
-from regional_tinystories.corpus import CorpusError, list_files, read_texts
+from regional_tinystories.corpus import list_files, read_texts
 from regional_tinystories.dataset import DatasetError, load_meta
+from regional_tinystories.errors import InputError
+from regional_tinystories.files import paths_overlap, write_json_atomic
 
 BATCH_BYTES = 1 << 20  # documents are sent to workers in ~1 MB batches: big enough to amortise pickling
 
@@ -42,15 +49,19 @@ def parse_args(argv=None):
     p.add_argument("--txt_mode", default="paragraph", choices=["paragraph", "line"],
                    help=".txt documents: separated by blank lines, or one per line")
     p.add_argument("--hf_split", default="train", help="split to read from a Hugging Face dataset")
-    p.add_argument("--val_fraction", type=float, default=0.05)
+    p.add_argument("--val_fraction", type=float, default=0.05,
+                   help="share of documents held out for validation; 1.0 builds an evaluation-only dataset "
+                        "(needs a tokenizer that is not trained here, e.g. from:DATA_DIR)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="tokenizer processes (1 = in this process)")
     p.add_argument("--dtype", default="auto", choices=["auto", "uint16", "uint32"])
     p.add_argument("--tokenizer_train_docs", type=int, default=200_000,
                    help="at most this many training documents are used to train a corpus tokenizer")
     args = p.parse_args(argv)
-    if not 0 < args.val_fraction < 1:
-        p.error(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
+    if not 0 < args.val_fraction <= 1:
+        p.error(f"--val_fraction must be in (0, 1], got {args.val_fraction}")
+    if args.workers < 1:
+        p.error(f"--workers must be at least 1, got {args.workers}")
     return args
 
 
@@ -135,11 +146,11 @@ def drop_duplicates(framed, digests, lengths, n_bytes, seen):
 
 def check_not_empty(source, stats, counts, val_fraction):
     if counts["train"]["documents"] + counts["val"]["documents"] == 0:
-        raise CorpusError(f"{source}: empty corpus ({stats['read']} records read, {stats['empty']} empty, "
-                          f"{stats['duplicate']} duplicates)")
-    for split in ("train", "val"):
+        raise InputError(f"{source}: empty corpus ({stats['read']} records read, {stats['empty']} empty, "
+                         f"{stats['duplicate']} duplicates)")
+    for split in ("train", "val") if val_fraction < 1 else ("val",):  # 1.0: an evaluation-only dataset
         if counts[split]["documents"] == 0:
-            raise CorpusError(f"{source}: the {split} split is empty ({sum(c['documents'] for c in counts.values())} "
+            raise InputError(f"{source}: the {split} split is empty ({sum(c['documents'] for c in counts.values())} "
                               f"documents with --val_fraction={val_fraction}); change --val_fraction")
 
 
@@ -147,15 +158,14 @@ def choose_dtype(requested, vocab_size, tok_name):
     if requested == "auto":
         return "uint16" if vocab_size <= 2**16 else "uint32"
     if requested == "uint16" and vocab_size > 2**16:
-        raise CorpusError(f"tokenizer {tok_name}: vocabulary of {vocab_size} ids does not fit --dtype=uint16 "
+        raise InputError(f"tokenizer {tok_name}: vocabulary of {vocab_size} ids does not fit --dtype=uint16 "
                           f"(max 65536); use --dtype=uint32 or auto")
     return requested
 
 
 def reuse_tokenizer(dataset_dir, out_dir):
     """--tokenizer=from:DIR: the tokenizer of an already prepared dataset (e.g. to share one across datasets)."""
-    spec = load_meta(dataset_dir)["tokenizer"]
-    tok = tk.load_tokenizer(spec, dataset_dir)
+    tok = tk.load_dataset_tokenizer(load_meta(dataset_dir), dataset_dir)
     for name, data in tok.files().items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)
@@ -165,6 +175,9 @@ def reuse_tokenizer(dataset_dir, out_dir):
 def build_tokenizer(spec, source, args, out_dir):
     if not tk.needs_training(spec):
         return tk.load_tokenizer(spec)
+    if args.val_fraction >= 1:
+        raise InputError(f"--val_fraction=1.0 leaves no documents to train {tk.describe(spec)} on; reuse the "
+                         f"tokenizer of the model's dataset with --tokenizer=from:DATA_DIR")
     print(f"training {tk.describe(spec)} on up to {args.tokenizer_train_docs:,} training documents of {source}")
     seed = str(args.seed).encode()
     cleaned = (clean(raw, seed, args.val_fraction)
@@ -172,19 +185,66 @@ def build_tokenizer(spec, source, args, out_dir):
     train_texts = (c[0] for c in cleaned if c is not None and c[3] == "train")
     first = next(train_texts, None)
     if first is None:
-        raise CorpusError(f"{source}: empty corpus, no non-empty training documents")
+        raise InputError(f"{source}: empty corpus, no non-empty training documents")
     texts = itertools.islice(itertools.chain([first], train_texts), args.tokenizer_train_docs)
     return tk.train_tokenizer(spec, texts, out_dir, seed=args.seed)
+
+
+def recover_interrupted_swap(final_dir):
+    """A kill between the two renames of swap_in leaves the previous dataset as .<name>.old-PID and no final
+    folder: put it back. Leftover temp folders of killed runs are removed."""
+    parent, name = os.path.split(final_dir)
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        path = os.path.join(parent, entry)
+        if entry.startswith(f".{name}.old-") and not os.path.exists(final_dir):
+            os.replace(path, final_dir)
+            print(f"restored {final_dir} from an interrupted earlier run", file=sys.stderr)
+        elif entry.startswith((f".{name}.tmp-", f".{name}.old-")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def swap_in(build_dir, final_dir):
+    """Put the finished dataset folder in place of the old one (if any) by renames."""
+    if os.path.exists(final_dir):
+        old = os.path.join(os.path.dirname(final_dir), f".{os.path.basename(final_dir)}.old-{os.getpid()}")
+        os.replace(final_dir, old)
+        os.replace(build_dir, final_dir)  # a kill before this line: recover_interrupted_swap restores `old`
+        shutil.rmtree(old)
+    else:
+        os.replace(build_dir, final_dir)
+
+
+def check_paths(source, final_dir):
+    """Before touching any file: the input exists, and the dataset folder neither is nor holds nor sits in it."""
+    if source.startswith("hf:"):
+        return
+    list_files(source)  # a missing or unsupported local input fails here, before any work
+    if paths_overlap(source, final_dir):
+        raise InputError(f"--input {source} and the dataset folder {final_dir} overlap; writing there would "
+                         f"replace the corpus; choose another --name or --out_dir")
 
 
 def prepare(args):
     t0 = time.time()
     name = args.name or default_name(args.input)
-    out_dir = os.path.join(args.out_dir, name)
+    final_dir = os.path.join(args.out_dir, name)
     source = args.input
-    if not source.startswith("hf:"):
-        list_files(source)  # a missing or unsupported local input fails here, before any work
-    os.makedirs(out_dir, exist_ok=True)
+    check_paths(source, final_dir)
+    os.makedirs(args.out_dir, exist_ok=True)
+    recover_interrupted_swap(final_dir)
+    out_dir = os.path.join(args.out_dir, f".{name}.tmp-{os.getpid()}")
+    os.makedirs(out_dir)
+    try:
+        meta = build_dataset(args, name, source, out_dir)
+        swap_in(out_dir, final_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)  # a failed or interrupted run leaves nothing behind
+    print_statistics(meta, final_dir, time.time() - t0)
+    return meta
+
+
+def build_dataset(args, name, source, out_dir):
+    """Tokenizer, train.bin, val.bin and meta.json, all written into out_dir (the temporary folder)."""
     if args.tokenizer.startswith("from:"):
         tok = reuse_tokenizer(args.tokenizer[len("from:"):], out_dir)
     else:
@@ -195,7 +255,7 @@ def prepare(args):
     stats = {"read": 0, "empty": 0, "duplicate": 0}
     counts = {s: {"documents": 0, "tokens": 0, "bytes": 0} for s in ("train", "val")}
     paths = {s: os.path.join(out_dir, f"{s}.bin") for s in ("train", "val")}
-    files = {s: open(paths[s] + ".tmp", "wb") for s in ("train", "val")}
+    files = {s: open(paths[s], "wb") for s in ("train", "val")}
     seed = str(args.seed).encode()
     jobs = ((texts, seed, args.val_fraction, dtype) for texts in raw_batches(source, args, stats))
     pool = None
@@ -205,6 +265,7 @@ def prepare(args):
     else:
         init_worker(tok.spec, out_dir)
     seen = set()
+    max_id = -1
     bar = tqdm(unit=" docs", desc=f"tokenizing {name}", disable=None)
     try:
         results = pool.imap(encode_batch, jobs) if pool else map(encode_batch, jobs)
@@ -214,6 +275,8 @@ def prepare(args):
                 framed, kept, kept_bytes = drop_duplicates(framed, digests, lengths, n_bytes, seen)
                 stats["duplicate"] += len(digests) - kept
                 framed.tofile(files[split])
+                if len(framed):
+                    max_id = max(max_id, int(framed.max()))
                 c = counts[split]
                 c["documents"] += kept
                 c["tokens"] += len(framed)
@@ -221,33 +284,23 @@ def prepare(args):
                 bar.update(len(digests))
         bar.close()
         check_not_empty(source, stats, counts, args.val_fraction)
-    except BaseException:
-        for f in files.values():  # a failed run leaves no half-written .tmp files behind
-            f.close()
-            os.remove(f.name)
-        raise
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())
     finally:
         bar.close()
         for f in files.values():
             f.close()
         if pool:
             pool.terminate()
-    for split in ("train", "val"):
-        os.replace(paths[split] + ".tmp", paths[split])
-
-    elapsed = time.time() - t0
     meta = {
         "dataset": name, "source": source, "text_field": args.text_field,
-        "tokenizer": tok.spec, "tokenizer_name": tk.describe(tok.spec),
-        "vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "dtype": dtype,
+        "tokenizer": tok.spec, "tokenizer_name": tk.describe(tok.spec), "tokenizer_sha256": tk.files_sha256(tok),
+        "vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "dtype": dtype, "max_id": max_id,
         "splits": counts, "val_fraction": args.val_fraction, "seed": args.seed,
         "dropped": {"empty": stats["empty"], "duplicate": stats["duplicate"]}, "records_read": stats["read"],
     }
-    tmp = os.path.join(out_dir, "meta.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, os.path.join(out_dir, "meta.json"))
-    print_statistics(meta, out_dir, elapsed)
+    write_json_atomic(os.path.join(out_dir, "meta.json"), meta)
     return meta
 
 
@@ -258,17 +311,26 @@ def print_statistics(meta, out_dir, elapsed):
     print(f"{'split':<6} {'documents':>10} {'tokens':>12} {'MB':>8} {'tok/doc':>8} {'bytes/tok':>9}")
     for split, c in meta["splits"].items():
         print(f"{split:<6} {c['documents']:>10,} {c['tokens']:>12,} {c['bytes'] / 1e6:>8.2f} "
-              f"{c['tokens'] / c['documents']:>8.1f} {c['bytes'] / c['tokens']:>9.2f}")
+              f"{c['tokens'] / max(c['documents'], 1):>8.1f} {c['bytes'] / max(c['tokens'], 1):>9.2f}")
     d = meta["dropped"]
     print(f"dropped: {d['empty']} empty, {d['duplicate']} duplicate (of {meta['records_read']} records read)")
 
 
+def exit_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # a preempted VM's SIGTERM cleans up like Ctrl-C
+
+
 def main(argv=None):
     args = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         prepare(args)
-    except (CorpusError, DatasetError, tk.TokenizerError) as e:
+    except (InputError, DatasetError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("error: interrupted; the dataset folder was left as it was before this run")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
