@@ -5,8 +5,10 @@ The metrics are plain functions of texts, token ids or numbers, so each can be t
 hand-computed values; reading the inputs and writing reports is left to the scripts.
 
   words, distinct_n                 word n-gram diversity, for any script
+  word_stem, uses_word              is a word-list word used in a text, inflected forms included
   completion_of, split_at_word_...  what a model wrote after its prompt; a story cut for the memorisation test
   rouge2, max_rouge2_to_others      ROUGE-2 from the rouge-score library with an Indic-aware word tokenizer
+  near_duplicate_pairs              pairs of texts over a ROUGE-2 F1 threshold, fast enough for whole corpora
   renyi_entropy, tokenization_stats tokenizer fertility, compression, byte fallback, vocabulary use, Rényi entropy
   read_morph_list, morph_score      agreement of token boundaries with morpheme boundaries (MorphScore)
   Lexicon, lexicon_hit_rate         share of words a Hunspell / aspell dictionary knows
@@ -15,7 +17,7 @@ hand-computed values; reading the inputs and writing reports is left to the scri
   language_in, run_name, fmt, ...   small helpers for the scripts' tables
 """
 import csv
-from collections import defaultdict
+from collections import Counter, defaultdict
 import math
 import os
 import subprocess
@@ -64,6 +66,54 @@ def distinct_n(texts, n):
     return len(seen) / total if total else float("nan")
 
 
+# Infinitive endings of the word lists' verbs: खेलना, खेळणे, খেলা / দৌড়ানো. Cut before matching, so that the
+# conjugated forms (खेली, खेळला, খেলল, দৌড়াল) still count.
+# Hindi also drops a perfective -या (खोया हुआ -> खो, for खो गया, खोई).
+INFINITIVE_ENDINGS = {"hindi": ("ना", "या"), "marathi": ("णे", "णं"), "bangla": ("ানো", "ওয়া", "া")}
+
+
+def word_stem(word, language):
+    """The prefix that every inflected form of a single word starts with, by a documented rule (no dictionary):
+    without an infinitive ending, without its final vowel signs / virama (बिल्ली -> बिल्ल, covering बिल्लियाँ,
+    बिल्ली को; छोटा -> छोट for छोटी, छोटे); at least two characters are kept. English: lowercased, a final e or y
+    dropped when three letters remain (paddle -> paddl for paddled, paddling). Irregular forms (Marathi मुलगी ->
+    मुलीला, English fly -> flew) are missed."""
+    first = word.lower()
+    if language == "english":
+        return first[:-1] if first.endswith(("e", "y")) and len(first) > 3 else first
+    for ending in INFINITIVE_ENDINGS.get(language, ()):
+        if first.endswith(ending) and len(first) - len(ending) >= 2:
+            first = first[:-len(ending)]
+            break
+    while len(first) > 2 and unicodedata.category(first[-1]).startswith("M"):
+        first = first[:-1]
+    return first
+
+
+def uses_word(text, word, language):
+    """True when text uses a word-list entry, inflected or not: some word of text starts with its stem. Of a
+    multi-word entry the first word counts (खड़ा होना, उडी मारणे: the helper verb inflects freely); of a hyphenated
+    compound every part (रंग-बिरंगा -> रंग + बिरंग)."""
+    text_words = words(text.lower())
+    head = word.split()[0] if word.split() else word
+    parts = [part for part in head.split("-") if part]
+    if language == "english":  # short English words prefix many others (win, window): allow only inflections
+        return all(any(english_inflection_of(w, part.lower()) for w in text_words) for part in parts)
+    stems = [word_stem(part, language) for part in parts]
+    return all(any(w.startswith(stem) for w in text_words) for stem in stems)
+
+
+ENGLISH_SUFFIXES = ("", "s", "es", "d", "ed", "ing", "er", "ers", "est", "ly", "ies", "ied", "ier", "iest", "ily")
+
+
+def english_inflection_of(text_word, word):
+    """text_word is word with a regular English ending: paddle -> paddled, win -> winning, happy -> happier."""
+    for base in {word, word_stem(word, "english"), word + word[-1:]}:  # paddl(ed), win(n)ing
+        if text_word.startswith(base) and text_word[len(base):] in ENGLISH_SUFFIXES:
+            return True
+    return False
+
+
 def completion_of(record):
     """What a model wrote: a sample.py record's story starts with its prompt, which the model did not write.
     Records whose story does not start with their prompt (corpus records keep the LLM instruction there) are
@@ -99,6 +149,36 @@ def max_rouge2_to_others(texts):
         return [float("nan")] * len(texts)
     return [ROUGE2_SCORER.score_multi(texts[:i] + texts[i + 1:], text)["rouge2"].fmeasure
             for i, text in enumerate(texts)]
+
+
+def near_duplicate_pairs(texts, threshold=0.5):
+    """[(i, j, ROUGE-2 F1)] for every pair of texts whose ROUGE-2 F1 exceeds threshold, for corpora of thousands of
+    stories. ROUGE-2's overlap of a pair, the sum over shared bigrams of the smaller count, is at most the smaller of
+    the two "counts of my bigrams that the other has" — one sparse product gives those for all pairs — so only pairs
+    whose bound reaches the threshold are scored exactly with rouge-score."""
+    from scipy import sparse
+
+    vocabulary, rows, cols, counts, totals = {}, [], [], [], []
+    for i, text in enumerate(texts):
+        grams = Counter(ngrams(WordTokenizer().tokenize(text), 2))
+        totals.append(sum(grams.values()))
+        for gram, count in grams.items():
+            rows.append(i)
+            cols.append(vocabulary.setdefault(gram, len(vocabulary)))
+            counts.append(count)
+    shape = (len(texts), max(len(vocabulary), 1))
+    count_matrix = sparse.csr_matrix((np.asarray(counts, dtype=np.float64), (rows, cols)), shape=shape)
+    presence = (count_matrix > 0).astype(np.float64)
+    mine_in_theirs = (count_matrix @ presence.T).toarray()  # [i, j]: how many of i's bigrams j also has
+    bound = np.minimum(mine_in_theirs, mine_in_theirs.T)
+    totals = np.asarray(totals, dtype=np.float64)
+    f_bound = 2 * bound / np.maximum(totals[:, None] + totals[None, :], 1)
+    pairs = []
+    for i, j in zip(*np.nonzero(np.triu(f_bound > threshold, k=1))):
+        f = rouge2(texts[i], texts[j]).fmeasure
+        if f > threshold:
+            pairs.append((int(i), int(j), float(f)))
+    return pairs
 
 
 # ----------------------------------------------------------------------------- token statistics

@@ -18,7 +18,7 @@ MAX_NEW_TOKENS="${MAX_NEW_TOKENS:-200}"
 NUM_PROMPTS="${NUM_PROMPTS:-20}"
 PYTHON="${PYTHON:-python}"
 
-CORPUS="data/demo/${LANGUAGE}.jsonl"
+CORPUS="data/demo/${LANGUAGE}.jsonl.gz"
 PROMPTS="training-inference/prompts/${LANGUAGE}.txt"
 if [ ! -f "$CORPUS" ] || [ ! -f "$PROMPTS" ]; then
     echo "error: no demo corpus for '${LANGUAGE}' (choose hindi, marathi, bangla or english)" >&2
