@@ -46,7 +46,8 @@ def rope_tables(head_dim, length, theta):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate pairs (x1, x2) of the last dimension by position-dependent angles. x: (B, H, T, D)."""
+    """Rotate pairs (x1, x2) of the last dimension by position-dependent angles. x: (B, H, T, D); cos, sin: (T, D/2),
+    or (B, 1, T, D/2) when every row has positions of its own."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return rotated.flatten(-2).type_as(x)
@@ -86,7 +87,7 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim) if config.qk_norm and self.use_rope else None
         self.k_norm = nn.RMSNorm(head_dim) if config.qk_norm and self.use_rope else None
 
-    def forward(self, x, rope=None, cache=None):
+    def forward(self, x, rope=None, cache=None, attn_mask=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
@@ -96,11 +97,12 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        # a single new token may attend to everything cached; a prompt (T > 1) is causal within itself
-        causal = T > 1
+        # a single new token may attend to everything cached; a prompt (T > 1) is causal within itself.
+        # attn_mask (B, 1, T, S), True = may attend: rows of a batch padded to a common length (serve.py)
+        causal = T > 1 and attn_mask is None
         if causal and k.size(2) != T:
             raise ValueError("a multi-token step needs an empty cache (prefill) in this implementation")
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -136,8 +138,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, cache=None):
-        x = x + self.attn(self.ln_1(x), rope, cache)
+    def forward(self, x, rope=None, cache=None, attn_mask=None):
+        x = x + self.attn(self.ln_1(x), rope, cache, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -182,20 +184,26 @@ class GPT(nn.Module):
                 n -= self.lm_head.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, cache=None, positions=None, attn_mask=None):
+        """idx (B, T) -> logits (and the loss given targets). Positions count on from the cache's length, unless
+        `positions` (B, T) gives each row its own (with `attn_mask` hiding the padding of a batch of unequal rows)."""
         B, T = idx.size()
-        start = cache.length if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            if start + T > self.config.block_size:
+                raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+            positions = torch.arange(start, start + T, device=idx.device)
         x = self.wte(idx)
         rope = None
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+            x = x + self.wpe(positions)
+        elif positions.dim() == 1:
+            rope = (self.rope_cos[positions], self.rope_sin[positions])
         else:
-            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+            rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])
         x = self.drop(x)
         for block in self.blocks:
-            x = block(x, rope, cache)
+            x = block(x, rope, cache, attn_mask)
         if cache is not None:
             cache.length += T
         x = self.ln_f(x)

@@ -1,11 +1,13 @@
 """Tests for training-inference/serve.py: a real HTTP client (http.client) against the server on a free 127.0.0.1
 port, serving a tiny model trained for a moment on a few stories, so that its greedy text is real multi-byte text."""
 import asyncio
+import contextlib
 import http.client
 import json
 import os
 import subprocess
 import sys
+import socket
 import threading
 import time
 from types import SimpleNamespace
@@ -67,22 +69,37 @@ def checkpoint_path(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def server(checkpoint_path):
-    """serve.py's server on its own event loop thread, on a free loopback port, serving the checkpoint."""
-    model, tokenizer, _ = load_model(checkpoint_path)
-    story_server = serve.StoryServer(model, tokenizer, MODEL_NAME, max_tokens_limit=MAX_TOKENS_LIMIT, max_n=MAX_N,
-                                     max_body_bytes=MAX_BODY_BYTES)
+@contextlib.contextmanager
+def running_server(slots, **settings):
+    """serve.py's server on its own event loop thread, on a free loopback port."""
+    settings = {"max_tokens_limit": MAX_TOKENS_LIMIT, "max_n": MAX_N, "max_body_bytes": MAX_BODY_BYTES, **settings}
+    story_server = serve.StoryServer(slots, **settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     started = serve.start_server(story_server.make_app(), "127.0.0.1", 0)
     runner, url = asyncio.run_coroutine_threadsafe(started, loop).result(timeout=10)
-    yield SimpleNamespace(url=url, port=urlsplit(url).port, model=model, tokenizer=tokenizer)
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.close()
+    try:
+        yield SimpleNamespace(url=url, port=urlsplit(url).port, model=slots[0].model, tokenizer=slots[0].tokenizer,
+                              slot=slots[0], story_server=story_server)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def served_model(checkpoint_path):
+    model, tokenizer, _ = load_model(checkpoint_path)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def server(served_model):
+    model, tokenizer = served_model
+    with running_server([serve.ModelSlot(MODEL_NAME, model, tokenizer, "cpu", "float32", "hindi")]) as running:
+        yield running
 
 
 def call(server, method, path, body=None, raw=None):
@@ -255,12 +272,15 @@ def test_a_character_split_over_byte_tokens_is_streamed_whole(server):
     byte_ids = [piece_ids[f"<0x{byte:02X}>"] for byte in "ॐ".encode()]  # three byte-fallback tokens
     request = serve.StoryRequest(prompt=PROMPT, sampling=SamplingConfig(max_new_tokens=10, temperature=0), n=1,
                                  seed=None, stop=[], stream=True)
-    generation = serve.Generation(server.model, tok, request, "cpu", "float32")
-    generation.tokens = (torch.tensor([i]) for i in byte_ids + [tok.eos_id])  # as if the model had drawn them
-    sent = []
-    while generation.step():
-        sent.append(generation.choices[0].take_unsent(request.stop))
-    assert sent == ["", "", "ॐ"]
+    generation = serve.Generation(server.slot, request, time_limit=60)
+    sent, shown = [], 0
+    for token in byte_ids + [tok.eos_id]:  # as if the model had drawn them
+        generation.accept([token])
+        choice = generation.choices[0]
+        ready = choice.text if choice.finish_reason else serve.stable_prefix(choice.text, request.stop)
+        sent.append(ready[shown:])
+        shown = len(ready)
+    assert sent == ["", "", "ॐ", ""]
     assert generation.choices[0].finish_reason == "stop"
 
 
@@ -437,3 +457,144 @@ def test_command_line_serves_on_a_free_loopback_port(checkpoint_path):
         proc.terminate()
         proc.wait(timeout=10)
         proc.stderr.close()
+
+
+# ----------------------------------------------------------------------------- under load
+
+def health(server):
+    status, _, payload = call(server, "GET", "/health")
+    assert status == 200
+    return json.loads(payload)
+
+
+def wait_until(condition, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def endless_slot(checkpoint_path):
+    """A served model that never ends a story (its eos logit is -inf), so a request runs for as long as asked."""
+    model, tokenizer, _ = load_model(checkpoint_path)
+
+    def no_eos(module, inputs, logits):
+        logits[..., tokenizer.eos_id] = float("-inf")
+        return logits
+    model.lm_head.register_forward_hook(no_eos)
+    return serve.ModelSlot(MODEL_NAME, model, tokenizer, "cpu", "float32")
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_story(server):
+    """Requests of different prompt lengths and settings decoded together give what each gets alone (sample.py)."""
+    prompts = [PROMPT, "एक दिन", STORIES[1][:30], STORIES[5][:20], STORIES[6]]
+    bodies = [{"prompt": p, "max_tokens": 30, "temperature": 0} if i % 2 == 0 else
+              {"prompt": p, "max_tokens": 25, "temperature": 0.9, "top_p": 0.9, "seed": i, "n": 2}
+              for i, p in enumerate(prompts)]
+    results = [None] * len(bodies)
+
+    def worker(i):
+        results[i] = post(server, "/v1/completions", bodies[i])
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for body, result in zip(bodies, results):
+        sampling = SamplingConfig(max_new_tokens=body["max_tokens"], temperature=body["temperature"],
+                                  top_p=body.get("top_p", 1.0), seed=body.get("seed", 0))
+        records = list(generate_stories(server.model, server.tokenizer, [body["prompt"]], sampling,
+                                        num_samples=body.get("n", 1)))
+        assert [body["prompt"] + c["text"] for c in result["choices"]] == [r["story"] for r in records]
+
+
+def test_batch_rows_padded_to_a_common_length_compute_what_they_would_alone(server):
+    slot = server.slot
+    requests = [serve.StoryRequest(prompt=p, sampling=SamplingConfig(max_new_tokens=12, temperature=0), n=n, seed=1,
+                                   stop=[], stream=False) for p, n in ((PROMPT, 1), (STORIES[0], 2), ("Tom", 1))]
+    together = [serve.Generation(slot, r, 60) for r in requests]
+    batch = serve.DecodeBatch(server.model)
+    with torch.no_grad():
+        for g in together:
+            batch.add(g)
+        assert batch.rows == 4 and not bool(batch.valid.all())  # padding is really there
+        while batch.members:
+            batch.step()
+            batch.remove_done()
+    for r, g in zip(requests, together):
+        record = next(generate_stories(server.model, server.tokenizer, [r.prompt], r.sampling, num_samples=r.n))
+        assert r.prompt + g.choices[0].text == record["story"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_hangs_up_ends_its_generation(endless_slot, stream):
+    with running_server([endless_slot], max_tokens_limit=100_000) as server:
+        # a prompt longer than the window takes the slow sliding-cache path: 100k tokens would run for minutes
+        body = {"prompt": " ".join(STORIES), "max_tokens": 100_000, "temperature": 1.0, "stream": stream}
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("POST", "/v1/completions", body=json.dumps(body).encode(),
+                           headers={"Content-Type": "application/json"})
+        wait_until(lambda: health(server)["in_flight"] == 1)
+        if stream:
+            connection.getresponse().read(50)  # it is streaming
+        connection.sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
+        wait_until(lambda: health(server)["in_flight"] == 0)
+        assert health(server)["cancelled"] == 1, health(server)
+        assert post(server, "/v1/completions", {"prompt": PROMPT, "max_tokens": 5})["choices"][0]["text"] is not None
+
+
+def test_over_max_queued_is_a_503_with_retry_after(endless_slot):
+    with running_server([endless_slot], max_tokens_limit=100_000, max_queued=1) as server:
+        body = {"prompt": " ".join(STORIES), "max_tokens": 100_000, "stream": True}
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("POST", "/v1/completions", body=json.dumps(body).encode(),
+                           headers={"Content-Type": "application/json"})
+        wait_until(lambda: health(server)["in_flight"] == 1)
+        status, headers, payload = call(server, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": 5})
+        assert status == 503 and headers["Retry-After"] == "1"
+        assert json.loads(payload)["error"]["message"] == "the server is busy (1 requests in flight); retry shortly"
+        connection.close()
+
+
+def test_the_time_limit_ends_a_request_with_finish_reason_length(endless_slot):
+    with running_server([endless_slot], max_tokens_limit=100_000, request_timeout=0.5) as server:
+        body = post(server, "/v1/completions", {"prompt": " ".join(STORIES), "max_tokens": 100_000})
+        assert body["choices"][0]["finish_reason"] == "length"
+        assert 0 < body["usage"]["completion_tokens"] < 100_000
+        assert health(server)["timed_out"] == 1
+
+
+@pytest.mark.parametrize("raw", [b"[" * 4000, b'{"prompt": ' + b"[" * 1900 + b"]" * 1900 + b"}"])
+def test_deeply_nested_json_gets_a_400(server, raw):
+    status, _, payload = call(server, "POST", "/v1/completions", raw=raw)
+    assert status == 400
+    assert "error" in json.loads(payload)
+
+
+def test_usage_chunk_when_asked(server):
+    chunks = post_stream(server, "/v1/completions", {"prompt": PROMPT, "max_tokens": 8, "temperature": 0,
+                                                      "stream_options": {"include_usage": True}})
+    assert chunks[-1]["choices"] == [] and all(c["choices"] for c in chunks[:-1])
+    _, _, count = greedy_continuation(server, PROMPT, 8)
+    assert chunks[-1]["usage"]["completion_tokens"] == count
+
+
+def test_two_models_side_by_side(served_model, checkpoint_path):
+    model, tokenizer = served_model
+    other, other_tokenizer, _ = load_model(checkpoint_path)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(-1)  # a different model with the same tokenizer
+    slots = [serve.ModelSlot("a", model, tokenizer, "cpu", "float32", "hindi"),
+             serve.ModelSlot("b", other, other_tokenizer, "cpu", "float32", "hindi")]
+    with running_server(slots) as server:
+        status, _, payload = call(server, "GET", "/v1/models")
+        assert [m["id"] for m in json.loads(payload)["data"]] == ["a", "b"]
+        texts = [post(server, "/v1/completions", {"model": name, "prompt": PROMPT, "max_tokens": 10,
+                                                  "temperature": 0})["choices"][0]["text"] for name in ("a", "b")]
+        assert texts[0] != texts[1]
+        status, _, page = call(server, "GET", "/")
+        assert status == 200 and b'"name": "a"' in page and b'"name": "b"' in page and b'"lang": "hi"' in page
+        first_opening = serve.openings("hindi")[0]
+        assert first_opening and json.dumps(first_opening, ensure_ascii=False).encode() in page
