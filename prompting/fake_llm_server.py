@@ -2,14 +2,14 @@
 A fake OpenAI-compatible chat server on 127.0.0.1, for tests, the benchmark and offline dry runs.
 
     python prompting/fake_llm_server.py --port 8000 --language hindi --delay 0.2
-    python prompting/make_requests.py generate --base-url http://127.0.0.1:8000/v1 --model fake ...
+    python prompting/make_requests.py generate --base_url http://127.0.0.1:8000/v1 --model fake ...
 
 POST /v1/chat/completions answers, after --delay seconds, with a canned children's story in
 --language together with judge scores, so all three make_requests modes work against it:
     {"story": "...", "context awareness": 7, "completeness": 8, ...}
 
 Failure modes, to watch the retries at work:
-    --error-rate 0.1     answer HTTP 500 to that fraction of requests
+    --error_rate 0.1     answer HTTP 500 to that fraction of requests
     --script FILE        JSON {"text in a prompt": ["429", "hang", "ok"], ...}: the requests whose
                          prompt contains the text get these answers in turn, then "ok" for ever.
 Script steps:
@@ -18,15 +18,22 @@ Script steps:
     "hang"               never answer: the client's timeout has to fire
     "length"             a completion cut off at the token limit (finish_reason "length")
     "body:TEXT"          HTTP 200 whose raw body is TEXT, not a chat completion
+    "http:STATUS:TEXT"   that HTTP status with the raw body TEXT (e.g. a 401 that echoes the key)
     "reply:TEXT"         a proper chat completion whose message is TEXT (e.g. malformed JSON)
+    "nested:N"           a chat completion whose message is N "[" (JSON nested N deep)
+    "huge:N"             a chat completion of N bytes, sent in 64 KB chunks without a Content-Length, so a
+                         client can only stop it by counting (server.huge_bytes_sent: what each one got out)
 """
 import argparse
 import asyncio
 import json
 import random
+import sys
 import threading
 
 from aiohttp import web
+
+from regional_tinystories.cli import rename_deprecated_options, underscored
 
 CANNED_STORIES = {
     "english": (
@@ -65,8 +72,10 @@ def check_script(script):
         raise ValueError("a script is a JSON object mapping prompt text to a list of steps")
     for text, steps in script.items():
         for step in steps if isinstance(steps, list) else [steps]:
-            valid = isinstance(step, str) and (step in ("ok", "hang", "length") or step.isdigit()
-                                               or step.startswith(("body:", "reply:")))
+            valid = isinstance(step, str) and (
+                step in ("ok", "hang", "length") or step.isdigit() or step.startswith(("body:", "reply:"))
+                or (step.startswith(("nested:", "huge:")) and step.partition(":")[2].isdigit())
+                or (step.startswith("http:") and step.count(":") >= 2 and step.split(":")[1].isdigit()))
             if not valid:
                 raise ValueError(f"script entry {text!r}: invalid step {step!r}")
 
@@ -97,6 +106,7 @@ class FakeLLMServer:
         self.port = port
         self.prompts = []
         self.api_keys = []
+        self.huge_bytes_sent = []
         self.base_url = None
         self._stopped = None  # asyncio.Event on the server's loop; releases "hang" requests
 
@@ -130,9 +140,35 @@ class FakeLLMServer:
             return web.json_response(chat_completion(step[len("reply:"):], model))
         if step.startswith("body:"):
             return web.Response(text=step[len("body:"):], content_type="application/json")
+        if step.startswith("http:"):
+            _, status, text = step.split(":", 2)
+            return web.Response(text=text, status=int(status), content_type="application/json")
+        if step.startswith("nested:"):
+            return web.json_response(chat_completion("[" * int(step[len("nested:"):]), model))
+        if step.startswith("huge:"):
+            return await self._huge_reply(request, int(step[len("huge:"):]), model)
         headers = {"Retry-After": "0"} if step == "429" else {}
         return web.json_response({"error": {"message": f"scripted failure {step}"}}, status=int(step),
                                  headers=headers)
+
+    async def _huge_reply(self, request, size, model):
+        head, tail = json.dumps(chat_completion("@CONTENT@", model)).encode().split(b"@CONTENT@")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        sent, chunk = 0, b"a" * 65536
+        try:
+            await response.write(head)
+            while sent < size:
+                await response.write(chunk[:size - sent])  # waits while the client is not reading
+                sent += min(len(chunk), size - sent)
+            await response.write(tail)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):  # the client hung up
+            pass
+        finally:
+            self.huge_bytes_sent.append(sent)
+        return response
 
     async def start(self):
         """Start serving on the running loop; sets base_url (with the real port when port=0)."""
@@ -179,10 +215,11 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start)")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--language", default="english", choices=sorted(CANNED_STORIES))
-    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--error_rate", type=float, default=0.0, help="answer HTTP 500 to this fraction")
     parser.add_argument("--script", help="JSON file of scripted answers, see above")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(rename_deprecated_options(sys.argv[1:] if argv is None else list(argv),
+                                                       underscored("--error-rate")))
     script = None
     if args.script:
         try:

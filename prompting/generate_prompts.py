@@ -6,13 +6,14 @@ with a given tone; the words come from prompting/prompt_gen/<language>/*.tsv. Ev
 (noun, verb, adjective, ending) combination is used at most once: we number all combinations
 0..N-1 and sample numbers without replacement, so there are no collisions and no retry loop.
 
-    python prompting/generate_prompts.py --language hindi --template 2+ --num-prompts 100000 \
+    python prompting/generate_prompts.py --language hindi --template 2+ --num_prompts 100000 \
         --shards 8 --out data/prompts/hindi
 
 Output: <out>/<language>-<template>-000.jsonl ... one record a line:
     {"ID", "language", "noun", "verb", "adjective", "ending", "template", "prompt"}
 The ID names the word indices ("hindi-2+-12-40-7-3"), so it is stable for the same word lists and
 unique across templates. The same --seed gives the same prompts whatever --shards is.
+--out must be a folder of its own: one that is, holds or lies inside the word lists' folder is refused.
 """
 import argparse
 import glob
@@ -24,7 +25,9 @@ import unicodedata
 
 from tqdm import tqdm
 
-from regional_tinystories.files import DataError, write_jsonl_atomic
+from regional_tinystories.cli import rename_deprecated_options, underscored
+from regional_tinystories.errors import InputError
+from regional_tinystories.files import first_bad_utf8, paths_overlap, write_jsonl_atomic
 from regional_tinystories.languages import PROMPT_GEN_DIR, load_language
 from regional_tinystories.templates import (
     BUILTIN_TEMPLATES,
@@ -33,28 +36,34 @@ from regional_tinystories.templates import (
 )
 
 WORD_KINDS = ("nouns", "verbs", "adjectives", "endings")
+# The spellings of earlier releases, accepted for one more with a deprecation note.
+RENAMED_OPTIONS = underscored("--template-file", "--num-prompts", "--ending-language", "--words-dir")
 
 
 def read_word_list(path):
-    """[(word, english_gloss)] from a file of 'word<TAB>english gloss' lines; DataError on bad lines."""
+    """[(word, english_gloss)] from a file of 'word<TAB>english gloss' lines; InputError on bad lines."""
     if not os.path.isfile(path):
-        raise DataError(f"word list not found: {path}")
+        raise InputError(f"word list not found: {path}")
     entries, first_seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            fields = [unicodedata.normalize("NFC", field.strip()) for field in line.rstrip("\n").split("\t")]
-            if len(fields) != 2 or not all(fields):
-                raise DataError(f"{path}:{line_no}: expected 'word<TAB>english gloss', got {line.strip()!r}")
-            word = fields[0]
-            if word in first_seen:
-                # A repeated word would make two "unique" combinations produce the same prompt.
-                raise DataError(f"{path}:{line_no}: duplicate word {word!r} (first on line {first_seen[word]})")
-            first_seen[word] = line_no
-            entries.append((word, fields[1]))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                fields = [unicodedata.normalize("NFC", field.strip()) for field in line.rstrip("\n").split("\t")]
+                if len(fields) != 2 or not all(fields):
+                    raise InputError(f"{path}:{line_no}: expected 'word<TAB>english gloss', got {line.strip()!r}")
+                word = fields[0]
+                if word in first_seen:
+                    # A repeated word would make two "unique" combinations produce the same prompt.
+                    raise InputError(f"{path}:{line_no}: duplicate word {word!r} (first on line {first_seen[word]})")
+                first_seen[word] = line_no
+                entries.append((word, fields[1]))
+    except UnicodeDecodeError:
+        line_no, offset = first_bad_utf8(path)
+        raise InputError(f"{path}:{line_no}: not UTF-8 text (byte {offset} of the file)") from None
     if not entries:
-        raise DataError(f"word list is empty: {path}")
+        raise InputError(f"word list is empty: {path}")
     return entries
 
 
@@ -109,16 +118,16 @@ def main(argv=None):
     parser.add_argument("--language", required=True, help="lowercase key, a folder under prompting/prompt_gen/")
     parser.add_argument("--template", default="2+", choices=sorted(BUILTIN_TEMPLATES),
                         help="built-in complexity level (default: 2+)")
-    parser.add_argument("--template-file", help="your own template (uses $noun, $verb, ...); overrides --template")
-    parser.add_argument("--num-prompts", type=int, required=True)
+    parser.add_argument("--template_file", help="your own template (uses $noun, $verb, ...); overrides --template")
+    parser.add_argument("--num_prompts", type=int, required=True)
     parser.add_argument("--shards", type=int, default=1, help="number of output files (default: 1)")
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--ending-language", choices=("english", "native"), default="english",
+    parser.add_argument("--ending_language", choices=("english", "native"), default="english",
                         help="write the ending/tone in English (default) or in the story's language")
-    parser.add_argument("--words-dir", help="folder with nouns/verbs/adjectives/endings.tsv "
+    parser.add_argument("--words_dir", help="folder with nouns/verbs/adjectives/endings.tsv "
                                             "(default: prompting/prompt_gen/<language>)")
     parser.add_argument("--out", required=True, help="output folder")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(rename_deprecated_options(sys.argv[1:] if argv is None else list(argv), RENAMED_OPTIONS))
 
     try:
         language = load_language(args.language)
@@ -127,9 +136,12 @@ def main(argv=None):
         else:
             template_name, template_text = args.template, BUILTIN_TEMPLATES[args.template]
         words_dir = args.words_dir or os.path.join(PROMPT_GEN_DIR, language.key)
+        if paths_overlap(args.out, words_dir):  # checked before any file is touched
+            raise InputError(f"--out {args.out} overlaps the word lists' folder {words_dir}; "
+                             "write the prompts to a folder of their own")
         word_lists = {kind: read_word_list(os.path.join(words_dir, f"{kind}.tsv")) for kind in WORD_KINDS}
         if args.num_prompts < 1 or not 1 <= args.shards <= args.num_prompts:
-            raise ValueError(f"need --num-prompts >= 1 and --shards between 1 and --num-prompts "
+            raise ValueError(f"need --num_prompts >= 1 and --shards between 1 and --num_prompts "
                              f"(got {args.num_prompts} prompts, {args.shards} shards)")
         picks = sample_combinations([len(word_lists[kind]) for kind in WORD_KINDS], args.num_prompts, args.seed)
         shard_paths = [os.path.join(args.out, f"{language.key}-{template_name}-{shard:03d}.jsonl")
@@ -140,18 +152,26 @@ def main(argv=None):
         if leftovers:
             raise ValueError(f"{args.out} holds shards this run would not overwrite (first: {leftovers[0]}); "
                              "remove them or choose another --out")
-    except ValueError as e:  # DataError is a ValueError too
+    except ValueError as e:  # InputError is a ValueError too
         sys.exit(f"error: {e}")
 
-    os.makedirs(args.out, exist_ok=True)
     progress = tqdm(prompt_records(language, template_name, template_text, word_lists, picks, args.ending_language),
                     total=args.num_prompts, desc="prompts", unit="prompt", disable=None)
     records = iter(progress)
-    for shard, path in enumerate(shard_paths):
-        # Contiguous, nearly equal slices of the sampled order.
-        count = args.num_prompts * (shard + 1) // args.shards - args.num_prompts * shard // args.shards
-        write_jsonl_atomic(path, itertools.islice(records, count))
-    progress.close()
+    written = 0
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        for shard, path in enumerate(shard_paths):
+            # Contiguous, nearly equal slices of the sampled order.
+            count = args.num_prompts * (shard + 1) // args.shards - args.num_prompts * shard // args.shards
+            write_jsonl_atomic(path, itertools.islice(records, count))
+            written += 1
+    except OSError as e:  # a read-only or full disk: each shard is whole or absent, never half written
+        where = f"{e.filename}: " if e.filename else ""
+        sys.exit(f"error: cannot write the prompts to {args.out}: {where}{e.strerror or e} ({written} of "
+                 f"{args.shards} shards written; the same command writes them all again)")
+    finally:
+        progress.close()
     print(f"wrote {args.num_prompts} prompts ({language.name}, template {template_name}) to {args.shards} "
           f"shard(s) in {args.out}")
 

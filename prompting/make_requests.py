@@ -6,40 +6,52 @@ Send records to an LLM and collect the answers, crash-safely and resumably. Thre
     translate  a corpus (JSON/JSONL files or a HF dataset)   -> the stories in another language
 
     python prompting/make_requests.py generate --input data/prompts/hindi --out data/stories/hindi \
-        --base-url https://api.openai.com/v1 --model gpt-4o-mini --api-key-env OPENAI_API_KEY --rps 5
+        --base_url https://api.openai.com/v1 --model gpt-4o-mini --api_key_env OPENAI_API_KEY --rps 5
 
 For each input file X.jsonl (or X.json) the results go to <out>/X.jsonl, one record a line, and
 records that failed every retry go to <out>/X.failed.jsonl with the reason. Each result is flushed
 as soon as it arrives, so killing the run loses at most the requests in flight; running the same
 command again skips every record already in the output (or in the failed file, unless
---retry-failed) and repairs a line torn by the kill.
+--retry_failed) and repairs a line torn by the kill.
+
+Before anything is sent, every local input is read once: a record the mode cannot use, an ID given
+twice or an unknown language stops the run there, in one line, not halfway through. An --out that
+is, holds or lies inside an input is refused before any file is touched.
 
 How a request is sent (send_with_retries): wait for the rate limiter(s), call the backend under a
 timeout, parse the reply. Timeouts, HTTP 429/5xx, connection errors and unusable replies are
 retried with exponential backoff and jitter, at most --retries times; other errors fail the record
-at once; a bad key or unknown model stops the run (every request would fail the same way).
+at once; a bad key, an unknown model or an endpoint that cannot be reached at all
+(--max_connection_failures requests in a row) stops the run (every request would fail the same way).
+No reply ends the run: a reply over --max_reply_bytes, or one that no parser can read, is a failed
+record with its reason. The API key is blanked out of everything written or printed.
 """
 import argparse
 import asyncio
-import fcntl
+import errno
+import functools
 import itertools
 import os
 import sys
 import time
 
-
+from regional_tinystories.cli import rename_deprecated_options, underscored
+from regional_tinystories.errors import InputError, Problem, one_line
 from regional_tinystories.files import (
-    DataError,
+    hf_dataset_rows,
     input_files,
-    load_appended_records,
+    paths_overlap,
     read_input_records,
+    scan_appended_records,
 )
 from regional_tinystories.languages import load_language
 from regional_tinystories.llm import (
+    DEFAULT_MAX_REPLY_BYTES,
     BackendConfigError,
     G4FBackend,
     Job,
     OpenAICompatibleBackend,
+    OutputError,
     RequestSettings,
     Shard,
     run_requests,
@@ -50,6 +62,14 @@ from regional_tinystories.replies import (
 )
 from regional_tinystories.templates import fill_judge_rubric, fill_translation_request
 
+# The spellings of earlier releases, accepted for one more with a deprecation note.
+RENAMED_OPTIONS = {
+    **underscored("--base-url", "--api-key-env", "--max-tokens", "--max-in-flight", "--backoff-base",
+                  "--backoff-max", "--min-words", "--min-script-share", "--retry-failed", "--debug-log",
+                  "--story-model", "--source-language", "--hf-dataset", "--text-field"),
+    "--split": "--hf_split",  # prepare.py's name for the same thing
+}
+
 
 def record_key(record):
     """What identifies a record: its ID, plus its sample_index for model samples (one prompt, many stories)."""
@@ -58,14 +78,22 @@ def record_key(record):
     return str(record["ID"])
 
 
-def _require(location, record, *fields):
+def _require(record, *fields):
     missing = [field for field in fields if field not in record]
     if missing:
-        raise DataError(f"{location}: record has no {', '.join(repr(f) for f in missing)}")
+        raise InputError(f"record has no {', '.join(repr(f) for f in missing)}")
+    if "ID" in record and (isinstance(record["ID"], bool) or not isinstance(record["ID"], (str, int))):
+        raise InputError(f"'ID' is {record['ID']!r:.60}, not a string or an integer")
+
+
+def _require_text(record, field):
+    if not isinstance(record[field], str):
+        raise InputError(f"{field!r} is not text")
 
 
 # ----------------------------------------------------------------------------------------------
-# Modes: each checks an input record, builds its prompt and turns the reply into the output record.
+# Modes: each checks an input record (returning it as it will be sent, or raising ValueError with
+# the reason), builds its prompt and turns the reply into the output record.
 
 class GenerateStories:
     """{ID, language, noun, verb, adjective, ending, template, prompt} -> the same plus model, backend, story."""
@@ -74,12 +102,10 @@ class GenerateStories:
         self.backend = backend
         self.min_words, self.min_script_share = args.min_words, args.min_script_share
 
-    def check(self, location, index, record):
-        _require(location, record, "ID", "prompt", "language")
-        try:
-            load_language(record["language"])
-        except ValueError as e:
-            raise DataError(f"{location}: {e}") from None
+    def check(self, index, record):
+        _require(record, "ID", "prompt", "language")
+        _require_text(record, "prompt")
+        load_language(record["language"])
         return record
 
     def prompt_for(self, record):
@@ -97,19 +123,14 @@ class EvaluateStories:
         self.backend = backend
         self.default_language, self.default_model = args.language, args.story_model
 
-    def check(self, location, index, record):
-        _require(location, record, "ID", "story")
-        if not isinstance(record["story"], str):
-            raise DataError(f"{location}: 'story' is not text")
+    def check(self, index, record):
+        _require(record, "ID", "story")
+        _require_text(record, "story")
         language = record.get("language") or self.default_language
         model = record.get("model") or self.default_model
         if not language or not model:
-            raise DataError(f"{location}: record has no 'language' or no 'model'; "
-                            "pass --language and --story-model to say which")
-        try:
-            load_language(language)
-        except ValueError as e:
-            raise DataError(f"{location}: {e}") from None
+            raise InputError("record has no 'language' or no 'model'; pass --language and --story_model to say which")
+        load_language(language)
         return {**record, "language": language, "model": model}
 
     def prompt_for(self, record):
@@ -130,11 +151,10 @@ class TranslateStories:
         self.language, self.source_language = load_language(args.language), load_language(args.source_language)
         self.text_field, self.min_script_share = args.text_field, args.min_script_share
 
-    def check(self, location, index, record):
+    def check(self, index, record):
         field = self.text_field or next((f for f in ("story", "text") if f in record), "story")
-        _require(location, record, field)
-        if not isinstance(record[field], str):
-            raise DataError(f"{location}: {field!r} is not text")
+        _require(record, field)
+        _require_text(record, field)
         # Records without an ID (the Hugging Face TinyStories rows) are named by their position.
         return {"ID": record.get("ID", str(index)), "source": record[field]}
 
@@ -156,69 +176,107 @@ MODES = {"generate": GenerateStories, "evaluate": EvaluateStories, "translate": 
 # ----------------------------------------------------------------------------------------------
 # Inputs and outputs: which records still need doing, and where their results go.
 
-def hf_dataset_rows(name, split):
-    """(location, record) for each row of a Hugging Face dataset (hub name or local folder), streamed."""
-    import datasets  # imported here: slow to import and only translate mode needs it
-
-    try:
-        rows = datasets.load_dataset(name, split=split, streaming=True)
-        for index, row in enumerate(rows):
-            yield f"{name}[{split}][{index}]", row
-    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise DataError(f"cannot read dataset {name!r} split {split!r}: {e}") from None
-
-
-def count_lines(path):
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def plan_shards(args, out_dir):
-    """The shards of this run with their finished keys loaded; torn last lines repaired on the way."""
-    if args.mode == "translate" and args.hf_dataset:
-        # "roneneldan/TinyStories" -> TinyStories-train.jsonl
-        sources = [(f"{args.hf_dataset.rstrip('/').split('/')[-1]}-{args.split}",
-                    lambda: hf_dataset_rows(args.hf_dataset, args.split), None)]
+def input_sources(args):
+    """[(name, read)] of this run's inputs: read() yields (location, record); the results of input X go to
+    <out>/X.jsonl. Refuses two inputs with the same name and any output that is, holds or lies inside an input
+    (symlinks resolved): its results would be taken for done work and its last line "repaired" away. Reads
+    nothing but folder listings, so it runs before any file is touched."""
+    if args.hf_source:
+        # "roneneldan/TinyStories" -> TinyStories-train.jsonl ("NAME:CONFIG" -> NAME-CONFIG-train.jsonl)
+        name = args.hf_source.rstrip("/").split("/")[-1].replace(":", "-")
+        sources = [(f"{name}-{args.hf_split}", lambda: hf_dataset_rows(args.hf_source, args.hf_split))]
+        local_dataset = args.hf_source.partition(":")[0]
+        inputs = [local_dataset] if os.path.exists(local_dataset) else []  # a dataset folder on disk
     else:
-        sources = [(os.path.splitext(os.path.basename(path))[0],
-                    lambda path=path: read_input_records(path),
-                    count_lines(path) if path.endswith(".jsonl") else None)
-                   for path in input_files(args.input)]
-    names = [name for name, _, _ in sources]
+        inputs = input_files(args.input)
+        sources = [(os.path.splitext(os.path.basename(path))[0], lambda path=path: read_input_records(path))
+                   for path in inputs]
+    names = [name for name, _ in sources]
     duplicated = next((name for name in names if names.count(name) > 1), None)
     if duplicated:
-        raise DataError(f"two inputs are named {duplicated!r} and would write to the same output file")
+        raise InputError(f"two inputs are named {duplicated!r} and would write to the same output file")
 
+    for path in [*(args.input or []), *inputs]:
+        if paths_overlap(path, args.out):
+            raise InputError(f"--out {args.out} overlaps the input {path}; write the results to a folder of their own")
+        if args.debug_log and paths_overlap(path, args.debug_log):
+            raise InputError(f"--debug_log {args.debug_log} overlaps the input {path}")
+    input_paths = {os.path.realpath(path) for path in inputs}
+    for name, _ in sources:  # an output file that is a symlink to an input
+        for output in (os.path.join(args.out, name + ".jsonl"), os.path.join(args.out, name + ".failed.jsonl")):
+            if os.path.realpath(output) in input_paths:
+                raise InputError(f"{output} is the input {os.path.realpath(output)}; refusing to write to it")
+    if args.debug_log and paths_overlap(args.debug_log, args.out):
+        raise InputError(f"--debug_log {args.debug_log} lies in --out {args.out}, which holds results only; "
+                         "put the log elsewhere")
+    return sources
+
+
+def remember_key(keys, path, record):
+    if "ID" not in record:
+        raise InputError(f"{path}: holds a record without an 'ID'; is it a make_requests output?")
+    keys.add(record_key(record))
+
+
+def plan_shards(args, sources):
+    """The shards of this run with the keys already in their outputs (IDs only, never whole records); torn last
+    lines repaired on the way. With --retry_failed the failed files' keys count as pending."""
     shards = []
-    for name, read, size in sources:
-        out_path = os.path.join(out_dir, name + ".jsonl")
-        failed_path = os.path.join(out_dir, name + ".failed.jsonl")
-        if any(os.path.abspath(p) == os.path.abspath(out_path) for p in args.input or []):
-            raise DataError(f"--out {out_dir} would overwrite the input {out_path}")
+    for name, read in sources:
+        out_path = os.path.join(args.out, name + ".jsonl")
+        failed_path = os.path.join(args.out, name + ".failed.jsonl")
         skip = set()
-        for path in (out_path, failed_path):
-            records, dropped = load_appended_records(path)
+        for path in (out_path, failed_path) if not args.retry_failed else (out_path,):
+            dropped = scan_appended_records(path, functools.partial(remember_key, skip, path))
             if dropped:
                 print(f"repaired {path}: cut off a torn last line ({dropped} bytes)", file=sys.stderr)
-            if path == failed_path and args.retry_failed:
-                if os.path.exists(path):
-                    os.remove(path)  # those records are pending again; if they fail again they come back
-                continue
-            skip.update(record_key(record) for record in records)
-        shards.append(Shard(name, read, out_path, failed_path, skip, size))
+        shards.append(Shard(name, read, out_path, failed_path, skip))
     return shards
 
 
-def pending_jobs(shards, mode):
-    """Jobs for every input record not yet done, reading one input at a time."""
+def check_record(mode, index, location, record, seen):
+    """(record as it will be sent, its key, None), or (None, None, the Problem) when the mode cannot use it or its
+    key is in seen already. Adds the key to seen."""
+    try:
+        record = mode.check(index, record)
+    except ValueError as e:  # InputError, or an unknown language
+        return None, None, Problem(location, str(e), fatal=True)
+    key = record_key(record)
+    if key in seen:
+        return None, None, Problem(location, f"duplicate ID {key!r} (an earlier record of this input has it)",
+                                   fatal=True)
+    seen.add(key)
+    return record, key, None
+
+
+def check_inputs(shards, mode):
+    """Read every input once, before anything is sent: (records still to send, problems). The first record the
+    mode cannot use or whose ID repeats in its input is a fatal problem and ends the check; results in an output
+    whose IDs are not in its input (an earlier run over other records?) are a warning."""
+    pending, problems = 0, []
     for shard in shards:
         seen = set()
         for index, (location, record) in enumerate(shard.read()):
-            record = mode.check(location, index, record)
-            key = record_key(record)
-            if key in seen:
-                raise DataError(f"{location}: duplicate ID {key!r} in {shard.name}")
-            seen.add(key)
+            record, key, problem = check_record(mode, index, location, record, seen)
+            if problem:
+                return pending, problems + [problem]
+            pending += key not in shard.skip
+        strangers = shard.skip - seen
+        if strangers:
+            problems.append(Problem(shard.out_path, f"{len(strangers)} finished or failed records have IDs that are "
+                                                    f"not in the input (e.g. {min(strangers)!r})"))
+    return pending, problems
+
+
+def pending_jobs(shards, mode):
+    """Jobs for every input record not yet done, reading one input at a time. Local inputs were checked by
+    check_inputs; a Hugging Face dataset is checked here, as it streams (InputError at a bad record)."""
+    for shard in shards:
+        seen = set()
+        for index, (location, record) in enumerate(shard.read()):
+            record, key, problem = check_record(mode, index, location, record, seen)
+            if problem:
+                raise InputError(str(problem))
             if key not in shard.skip:
                 yield Job(key, record, shard)
 
@@ -228,72 +286,101 @@ def pending_jobs(shards, mode):
 
 def make_backend(args):
     if args.backend == "g4f":
-        return G4FBackend(args.model, args.provider)
+        return G4FBackend(args.model, args.provider, max_reply_bytes=args.max_reply_bytes)
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     return OpenAICompatibleBackend(args.base_url, args.model, api_key=api_key, temperature=args.temperature,
-                                   max_tokens=args.max_tokens, max_connections=args.max_in_flight)
+                                   max_tokens=args.max_tokens, max_connections=args.max_in_flight,
+                                   max_reply_bytes=args.max_reply_bytes)
 
 
 def lock_output_folder(out_dir):
     """Hold an exclusive lock on out_dir for this process's life: two runs appending to the same
     files would write duplicates. The OS drops the lock when the process dies, even on SIGKILL."""
-    lock_file = open(os.path.join(out_dir, ".make_requests.lock"), "w")
+    lock_file = open(os.path.join(out_dir, ".make_requests.lock"), "a+")
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise DataError(f"another make_requests run is writing to {out_dir}") from None
+        if os.name == "nt":
+            import msvcrt  # imported here: Windows only, as fcntl is POSIX only
+
+            msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        lock_file.close()
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+            raise InputError(f"another make_requests run is writing to {out_dir}") from None
+        raise
     return lock_file
+
+
+def describe_os_error(e):
+    """'path: reason' of a failed file operation (a full disk, a read-only folder), without a traceback."""
+    return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else one_line(e)
 
 
 def parse_args(argv):
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--input", nargs="+", help="JSONL/JSON files or folders of them")
+    common.add_argument("--input", nargs="+", help="JSONL/JSON files or folders of them (translate: also hf:NAME)")
     common.add_argument("--out", required=True, help="output folder")
     common.add_argument("--backend", choices=("openai", "g4f"), default="openai")
-    common.add_argument("--base-url", default="https://api.openai.com/v1",
+    common.add_argument("--base_url", default="https://api.openai.com/v1",
                         help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 for vLLM or serve.py")
     common.add_argument("--model", default="gpt-4o-mini")
-    common.add_argument("--api-key-env", default="OPENAI_API_KEY",
+    common.add_argument("--api_key_env", default="OPENAI_API_KEY",
                         help="environment variable holding the API key (unset: send no key)")
     common.add_argument("--provider", help="g4f provider class name, e.g. PollinationsAI (default: g4f picks)")
     common.add_argument("--temperature", type=float, default=1.0)
-    common.add_argument("--max-tokens", type=int, help="token limit per reply (default: the server's)")
+    common.add_argument("--max_tokens", type=int, help="token limit per reply (default: the server's)")
     common.add_argument("--rps", type=float, help="max requests per second (default: no limit)")
     common.add_argument("--rpm", type=float, help="max requests per minute (default: no limit)")
-    common.add_argument("--max-in-flight", type=int, default=16, help="max concurrent requests (default: 16)")
+    common.add_argument("--max_in_flight", type=int, default=16, help="max concurrent requests (default: 16)")
     common.add_argument("--retries", type=int, default=5, help="retries per record after the first try")
     common.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one reply")
-    common.add_argument("--backoff-base", type=float, default=1.0, help="first retry waits about this long (s)")
-    common.add_argument("--backoff-max", type=float, default=60.0, help="longest wait between retries (s)")
-    common.add_argument("--min-words", type=int, default=50, help="reject shorter stories (generate mode)")
-    common.add_argument("--min-script-share", type=float, default=0.9,
+    common.add_argument("--backoff_base", type=float, default=1.0, help="first retry waits about this long (s)")
+    common.add_argument("--backoff_max", type=float, default=60.0, help="longest wait between retries (s)")
+    common.add_argument("--max_reply_bytes", type=int, default=DEFAULT_MAX_REPLY_BYTES,
+                        help="a longer reply fails its record, unread past this (default: 4 MiB)")
+    common.add_argument("--max_connection_failures", type=int, default=5,
+                        help="stop when this many requests in a row cannot connect at all (0: never stop)")
+    common.add_argument("--min_words", type=int, default=50, help="reject shorter stories (generate mode)")
+    common.add_argument("--min_script_share", type=float, default=0.9,
                         help="reject stories with a smaller share of letters in the language's script")
-    common.add_argument("--retry-failed", action="store_true", help="try the records in *.failed.jsonl again")
+    common.add_argument("--retry_failed", action="store_true", help="try the records in *.failed.jsonl again")
     common.add_argument("--limit", type=int, help="send at most this many records in this run")
-    common.add_argument("--debug-log", help="append every raw reply to this JSONL file")
+    common.add_argument("--debug_log", help="append every raw reply (API key blanked out) to this JSONL file")
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = parser.add_subparsers(dest="mode", required=True)
     modes.add_parser("generate", parents=[common], help="write stories for prompt records")
     evaluate = modes.add_parser("evaluate", parents=[common], help="have an LLM judge score stories")
     evaluate.add_argument("--language", help="language of records that do not name one")
-    evaluate.add_argument("--story-model", help="model name for records that do not name one")
+    evaluate.add_argument("--story_model", help="model name for records that do not name one")
     translate = modes.add_parser("translate", parents=[common], help="translate a corpus")
     translate.add_argument("--language", required=True, help="target language, e.g. hindi")
-    translate.add_argument("--source-language", default="english")
-    translate.add_argument("--hf-dataset", help="Hugging Face dataset instead of --input, e.g. roneneldan/TinyStories")
-    translate.add_argument("--split", default="train")
-    translate.add_argument("--text-field", help="field holding the text (default: 'story', else 'text')")
-    args = parser.parse_args(argv)
+    translate.add_argument("--source_language", default="english")
+    translate.add_argument("--hf_dataset", metavar="NAME[:CONFIG]",
+                           help="Hugging Face dataset (hub name or local folder), the same as --input hf:NAME")
+    translate.add_argument("--hf_split", default="train", help="split of the Hugging Face dataset")
+    translate.add_argument("--text_field", help="field holding the text (default: 'story', else 'text')")
+    args = parser.parse_args(rename_deprecated_options(sys.argv[1:] if argv is None else list(argv), RENAMED_OPTIONS))
 
-    if not args.input and not getattr(args, "hf_dataset", None):
-        parser.error("--input is required" + (" (or --hf-dataset)" if args.mode == "translate" else ""))
-    if args.input and getattr(args, "hf_dataset", None):
-        parser.error("give --input or --hf-dataset, not both")
+    hf_inputs = [path for path in args.input or [] if path.startswith("hf:")]
+    if hf_inputs and (args.mode != "translate" or len(args.input) > 1):
+        parser.error("an hf:NAME input works in translate mode only, as the only --input")
+    args.hf_source = hf_inputs[0][len("hf:"):] if hf_inputs else getattr(args, "hf_dataset", None)
+    if hf_inputs:
+        args.input = None
+    if not args.input and not args.hf_source:
+        parser.error("--input is required" + (" (or --hf_dataset)" if args.mode == "translate" else ""))
+    if args.input and args.hf_source:
+        parser.error("give --input or --hf_dataset, not both")
     if args.max_in_flight < 1 or args.retries < 0 or args.timeout <= 0 or (args.limit is not None and args.limit < 0):
-        parser.error("need --max-in-flight >= 1, --retries >= 0, --timeout > 0 and --limit >= 0")
+        parser.error("need --max_in_flight >= 1, --retries >= 0, --timeout > 0 and --limit >= 0")
     if (args.rps is not None and args.rps <= 0) or (args.rpm is not None and args.rpm <= 0):
         parser.error("--rps and --rpm must be positive")
+    if args.max_reply_bytes < 1 or args.max_connection_failures < 0:
+        parser.error("need --max_reply_bytes >= 1 and --max_connection_failures >= 0")
     return args
 
 
@@ -301,20 +388,33 @@ def main(argv=None):
     args = parse_args(argv)
     settings = RequestSettings(max_in_flight=args.max_in_flight, rps=args.rps, rpm=args.rpm, retries=args.retries,
                                timeout=args.timeout, backoff_base=args.backoff_base, backoff_max=args.backoff_max,
-                               debug_log=args.debug_log)
+                               debug_log=args.debug_log, max_connection_failures=args.max_connection_failures)
     try:
+        sources = input_sources(args)  # refuses overlapping inputs and outputs before any file is touched
         os.makedirs(args.out, exist_ok=True)
         lock = lock_output_folder(args.out)
-        shards = plan_shards(args, args.out)
+        shards = plan_shards(args, sources)
         backend = make_backend(args)
         mode = MODES[args.mode](args, backend)
-    except (ValueError, BackendConfigError) as e:  # DataError is a ValueError
+        # Local inputs are read through once now; a Hugging Face dataset (maybe millions of rows on the hub) is
+        # checked as it streams.
+        pending, problems = check_inputs(shards, mode) if not args.hf_source else (None, [])
+        for problem in problems:
+            if not problem.fatal:
+                print(f"warning: {problem}", file=sys.stderr)
+        fatal = next((problem for problem in problems if problem.fatal), None)
+        if fatal:
+            raise InputError(f"{fatal} (nothing was sent)")
+        if args.retry_failed:
+            for shard in shards:  # those records are pending again; if they fail again they come back
+                if os.path.exists(shard.failed_path):
+                    os.remove(shard.failed_path)
+    except (ValueError, BackendConfigError) as e:  # InputError is a ValueError
         sys.exit(f"error: {e}")
-
+    except OSError as e:  # a read-only or full disk, a file where the folder should be
+        sys.exit(f"error: cannot use --out {args.out}: {describe_os_error(e)}")
     already = sum(len(shard.skip) for shard in shards)
-    total = None if any(shard.size is None for shard in shards) else sum(shard.size for shard in shards) - already
-    if args.limit is not None:
-        total = args.limit if total is None else min(total, args.limit)
+    total = pending if args.limit is None or pending is None else min(pending, args.limit)
     jobs = itertools.islice(pending_jobs(shards, mode), args.limit)
     print(f"{args.mode}: {already} records already done or failed; sending the rest to "
           f"{args.backend} model {args.model}", file=sys.stderr)
@@ -322,7 +422,7 @@ def main(argv=None):
     started = time.monotonic()
     try:
         stats = asyncio.run(run_requests(jobs, backend, mode, settings, total=total))
-    except (DataError, BackendConfigError) as e:
+    except (InputError, BackendConfigError, OutputError) as e:
         sys.exit(f"error: {e} (results so far are saved; fix this and run the same command to resume)")
     except KeyboardInterrupt:
         sys.exit("interrupted: results so far are saved; run the same command to resume")
@@ -333,7 +433,7 @@ def main(argv=None):
           f"in {elapsed:.1f}s ({(stats['ok'] + stats['failed']) / max(elapsed, 1e-9):.1f} records/s)")
     if stats["failed"]:
         print(f"failed records and reasons are in {args.out}/*.failed.jsonl; "
-              "rerun with --retry-failed to try them again")
+              "rerun with --retry_failed to try them again")
 
 
 if __name__ == "__main__":

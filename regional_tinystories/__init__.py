@@ -14,7 +14,10 @@ regional_tinystories: what several stages of Regional TinyStories share. Each st
   sampling     SamplingConfig, token choice, story generation
   checkpoint   saving and loading checkpoints and models
   config       the --key=value config loader
+  cli          underscore option names for the argparse scripts, old hyphenated spellings as deprecated aliases
   dataset      prepared datasets: meta.json, .bin checks, bits per byte
+  training     what training scripts share: settings checks, batches, LR schedule, evaluation, run state,
+               checkpoint save/resume, run log, stopping on SIGINT/SIGTERM
   runtime      device, dtype, autocast, timing
   plots        loss curves
   metrics      story, tokenizer and rating metrics for the analysis scripts

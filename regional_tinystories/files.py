@@ -48,7 +48,8 @@ def atomic_write(path, mode="w"):
         f.close()
         os.replace(tmp, path)
     finally:
-        f.close()
+        with contextlib.suppress(OSError):  # on a full disk the close's flush fails too: the temp file must still go
+            f.close()
         if os.path.exists(tmp):
             os.remove(tmp)
 
@@ -140,14 +141,26 @@ def read_input_records(path, objects_only=True):
 
 
 def load_appended_records(path):
-    """(records, bytes_dropped) of a file written by append_record, repairing a torn last line.
+    """(records, bytes_dropped) of a file written by append_record, repairing a torn last line (see
+    scan_appended_records)."""
+    records = []
+    dropped = scan_appended_records(path, records.append)
+    return records, dropped
+
+
+def scan_appended_records(path, visit):
+    """Call visit(record) for each record of a file written by append_record, in order, reading one line at a time
+    (resuming over a large output then holds what visit keeps, e.g. the IDs, not every record); returns the
+    bytes of a torn last line, which is cut off.
 
     Only the end of the file can be damaged by a kill, so a bad line with complete lines after it
     is not repaired but reported: something else wrote to the file.
     """
     if not os.path.exists(path):
-        return [], 0
-    records, good_end = [], 0
+        return 0
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: not a regular file")
+    good_end = 0
     with open(path, "rb") as f:
         for line_no, line in enumerate(f, 1):
             try:
@@ -156,17 +169,17 @@ def load_appended_records(path):
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
                 if f.read(1):
                     raise DataError(f"{path}:{line_no}: damaged line in the middle of the file ({e}); "
                                     "fix or remove it by hand") from None
                 break
-            records.append(record)
+            visit(record)
             good_end += len(line)
     dropped = os.path.getsize(path) - good_end
     if dropped:
         os.truncate(path, good_end)
-    return records, dropped
+    return dropped
 
 
 def append_record(path, record):
@@ -175,8 +188,10 @@ def append_record(path, record):
     A kill can then tear only the line being written, never an earlier one. Opening the file per
     record costs microseconds and means no file handles to track across thousands of shards.
     """
+    # backslashreplace: a lone surrogate (a "\\ud800" escape in a reply or an input) is written as that same JSON
+    # escape instead of failing the write; no other character needs it.
     with open(path, "ab") as f:
-        f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="backslashreplace"))
 
 
 def is_output_sidecar(path):

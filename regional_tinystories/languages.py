@@ -43,17 +43,33 @@ class Language:
     story_traditions: str
 
 
+# A language key is a folder name, never a path: "../../x" must not read a language.json outside PROMPT_GEN_DIR.
+LANGUAGE_KEY = re.compile(r"[a-z0-9_]+")
+
+
 def available_languages():
-    return sorted(name for name in os.listdir(PROMPT_GEN_DIR)
-                  if os.path.isfile(os.path.join(PROMPT_GEN_DIR, name, "language.json")))
+    return sorted(name for name in os.listdir(PROMPT_GEN_DIR) if LANGUAGE_KEY.fullmatch(name)
+                  and os.path.isfile(os.path.join(PROMPT_GEN_DIR, name, "language.json")))
 
 
-@functools.cache
 def load_language(key):
     """The Language for a lowercase key such as "hindi"; ValueError with a one-line reason if unusable."""
-    path = os.path.join(PROMPT_GEN_DIR, str(key), "language.json")
+    if not isinstance(key, str) or not LANGUAGE_KEY.fullmatch(key):
+        raise _unknown_language(key)
+    return _load_language_entry(key)
+
+
+def _unknown_language(key):
+    shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+    return ValueError(f"unknown language {shown} (a language is a folder of prompting/prompt_gen/, named in "
+                      f"lowercase letters, digits and _; known: {', '.join(available_languages())})")
+
+
+@functools.cache  # records name their language one by one: read each language.json once
+def _load_language_entry(key):
+    path = os.path.join(PROMPT_GEN_DIR, key, "language.json")
     if not os.path.isfile(path):
-        raise ValueError(f"unknown language {key!r}; known: {', '.join(available_languages())}")
+        raise _unknown_language(key)
     try:
         with open(path, encoding="utf-8") as f:
             entry = json.load(f)

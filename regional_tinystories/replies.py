@@ -8,6 +8,7 @@ says what was wrong; the request pipeline retries such replies and records the r
 never come right.
 """
 import ast
+import itertools
 import json
 import re
 
@@ -20,6 +21,9 @@ from regional_tinystories.languages import (
 # strict=False lets raw newlines inside strings through: models often put real line breaks in a story.
 _JSON = json.JSONDecoder(strict=False)
 _CODE_FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
+# Code fences and "{" positions tried at most. A real reply has one or two; a failed parse costs time in proportion
+# to the reply's length, so a reply of a million stray braces must not be tried a million times.
+MAX_CANDIDATES = 50
 
 SCORE_FIELDS = ("context_awareness", "completeness", "grammar", "fluency", "creativity", "overall")
 
@@ -29,7 +33,7 @@ class ReplyError(ValueError):
 
 
 def _as_dict(text):
-    """The dict that text is exactly (JSON, else a Python literal), or None."""
+    """The dict that text is exactly (JSON, else a Python literal), or None. RecursionError if nested too deeply."""
     text = text.strip()
     try:
         value = _JSON.decode(text)
@@ -49,19 +53,22 @@ def extract_json_object(reply):
     # The span from the first "{" to the last "}" catches an object wrapped in prose, including a
     # single-quoted one; the raw_decode scan below catches prose with stray braces after the object.
     span = text[text.find("{"):text.rfind("}") + 1]
-    for candidate in [text, *_CODE_FENCE.findall(text), span]:
-        found = _as_dict(candidate)
-        if found is not None:
-            return found
-    start = text.find("{")
-    while start != -1:
-        try:
-            found, _ = _JSON.raw_decode(text, start)
-            if isinstance(found, dict):
+    fences = (match[1] for match in _CODE_FENCE.finditer(text))
+    try:
+        for candidate in [text, *itertools.islice(fences, MAX_CANDIDATES), span]:
+            found = _as_dict(candidate)
+            if found is not None:
                 return found
-        except ValueError:
-            pass
-        start = text.find("{", start + 1)
+        for brace in itertools.islice(re.finditer(r"\{", text), MAX_CANDIDATES):
+            try:
+                found, _ = _JSON.raw_decode(text, brace.start())
+                if isinstance(found, dict):
+                    return found
+            except ValueError:
+                pass
+    except RecursionError:
+        # No story or score object nests hundreds of levels deep; such a reply is garbage (or an attack).
+        raise ReplyError(f"JSON nested too deeply to read (starts {text[:60]!r})") from None
     if "{" not in text:
         raise ReplyError(f"no JSON object in the reply (starts {text[:60]!r})")
     if not text.rstrip("`\n ").endswith("}"):

@@ -38,7 +38,7 @@ def start_fake_server(delay):
 def bench_jobs(count, out_dir):
     english = load_language("english")
     shard = Shard("bench", None, os.path.join(out_dir, "bench.jsonl"), os.path.join(out_dir, "bench.failed.jsonl"),
-                  set(), count)
+                  set())
     for i in range(count):
         prompt = fill_story_template(BUILTIN_TEMPLATES["2+"], english, f"kite{i}", "fly", "windy", "happy")
         record = {"ID": f"bench-{i}", "language": "english", "noun": f"kite{i}", "verb": "fly",

@@ -31,7 +31,7 @@ FakeLLMServer = fake_llm_server.FakeLLMServer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORES = {"context awareness": 7, "completeness": 8, "grammar": 9, "fluency": 6, "creativity": 5, "overall": 7}
 # Fast retries so that failure paths take milliseconds.
-FAST = ["--backoff-base", "0.01", "--backoff-max", "0.02", "--timeout", "1", "--max-in-flight", "4"]
+FAST = ["--backoff_base", "0.01", "--backoff_max", "0.02", "--timeout", "1", "--max_in_flight", "4"]
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def prompt_records(count, language="hindi"):
 def run(mode, server, *argv):
     """make_requests.main in this process; returns the exit message (None on success)."""
     try:
-        make_requests.main([mode, "--base-url", server.base_url, "--model", "fake-model", *FAST, *map(str, argv)])
+        make_requests.main([mode, "--base_url", server.base_url, "--model", "fake-model", *FAST, *map(str, argv)])
     except SystemExit as e:
         return str(e.code)
     return None
@@ -151,8 +151,8 @@ def test_generate_writes_corpus_records(tmp_path, server, monkeypatch):
     monkeypatch.setenv("STORY_API_KEY", "sk-test-secret-123")
     inputs = write_jsonl(tmp_path / "prompts" / "hindi-2-000.jsonl", prompt_records(12))
     debug_log = tmp_path / "raw.jsonl"
-    assert run("generate", server, "--input", inputs, "--out", tmp_path / "stories", "--api-key-env",
-               "STORY_API_KEY", "--debug-log", debug_log) is None
+    assert run("generate", server, "--input", inputs, "--out", tmp_path / "stories", "--api_key_env",
+               "STORY_API_KEY", "--debug_log", debug_log) is None
     stories = read_jsonl(tmp_path / "stories" / "hindi-2-000.jsonl")
     assert sorted(r["ID"] for r in stories) == sorted(f"P{i}" for i in range(12))
     for record in stories:
@@ -173,7 +173,7 @@ def test_a_key_echoed_by_the_server_is_blanked_in_error_messages(tmp_path, serve
     monkeypatch.setenv("STORY_API_KEY", "sk-test-secret-123")
     server.script["[P0]"] = ["body:unknown key sk-test-secret-123"] * 2
     inputs = write_jsonl(tmp_path / "in" / "p.jsonl", prompt_records(1))
-    assert run("generate", server, "--input", inputs, "--out", tmp_path / "out", "--api-key-env", "STORY_API_KEY",
+    assert run("generate", server, "--input", inputs, "--out", tmp_path / "out", "--api_key_env", "STORY_API_KEY",
                "--retries", 1) is None
     [failed] = read_jsonl(tmp_path / "out" / "p.failed.jsonl")
     assert "unknown key ***" in failed["error"] and "sk-test" not in failed["error"]
@@ -211,12 +211,12 @@ def test_records_that_never_succeed_go_to_the_failed_file(tmp_path, server, caps
     assert [r["ID"] for r in read_jsonl(tmp_path / "out" / "p.jsonl")] == ["P4"]
     assert "1 ok, 4 failed" in capsys.readouterr().out
 
-    # A plain rerun leaves failed records alone; --retry-failed tries them again.
+    # A plain rerun leaves failed records alone; --retry_failed tries them again.
     requests_before = len(server.prompts)
     assert run("generate", server, "--input", inputs, "--out", tmp_path / "out") is None
     assert len(server.prompts) == requests_before
     server.script.clear()
-    assert run("generate", server, "--input", inputs, "--out", tmp_path / "out", "--retry-failed") is None
+    assert run("generate", server, "--input", inputs, "--out", tmp_path / "out", "--retry_failed") is None
     assert sorted(r["ID"] for r in read_jsonl(tmp_path / "out" / "p.jsonl")) == ["P0", "P1", "P2", "P3", "P4"]
     assert not os.path.exists(tmp_path / "out" / "p.failed.jsonl")
 
@@ -272,7 +272,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     out_dir, out = tmp_path / "out", tmp_path / "out" / "p.jsonl"
     with FakeLLMServer(language="hindi", delay=0.03) as server:
         argv = [sys.executable, os.path.join(ROOT, "prompting", "make_requests.py"), "generate", "--input", inputs,
-                "--out", str(out_dir), "--base-url", server.base_url, "--model", "fake-model", "--max-in-flight", "4"]
+                "--out", str(out_dir), "--base_url", server.base_url, "--model", "fake-model", "--max_in_flight", "4"]
         child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 30):
@@ -387,13 +387,13 @@ def test_translate_reads_a_hugging_face_dataset(tmp_path, server, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rows = [{"text": CANNED_STORIES["english"]} for _ in range(4)]
     write_jsonl(tmp_path / "TinyStories" / "validation.jsonl", rows)
-    assert run("translate", server, "--hf-dataset", tmp_path / "TinyStories", "--split", "validation",
+    assert run("translate", server, "--input", f"hf:{tmp_path / 'TinyStories'}", "--hf_split", "validation",
                "--limit", 3, "--out", tmp_path / "hi", "--language", "hindi") is None
     translated = read_jsonl(tmp_path / "hi" / "TinyStories-validation.jsonl")
     assert sorted(r["ID"] for r in translated) == ["0", "1", "2"]
-    message = run("translate", server, "--hf-dataset", tmp_path / "missing", "--out", tmp_path / "x",
+    message = run("translate", server, "--hf_dataset", tmp_path / "missing", "--out", tmp_path / "x",
                   "--language", "hindi")
-    assert message.startswith("error: cannot read dataset")
+    assert message.startswith(f"error: hf:{tmp_path / 'missing'}: could not load the Hugging Face dataset")
 
 
 def test_translate_rejects_a_reply_in_the_wrong_language(tmp_path):
@@ -441,10 +441,11 @@ def test_connection_refused_is_retried_then_recorded(tmp_path):
     with FakeLLMServer() as server:
         base_url = server.base_url  # the port is free again once the server stops
     inputs = write_jsonl(tmp_path / "in" / "p.jsonl", prompt_records(1))
-    make_requests.main(["generate", "--input", inputs, "--out", str(tmp_path / "out"), "--base-url", base_url,
+    make_requests.main(["generate", "--input", inputs, "--out", str(tmp_path / "out"), "--base_url", base_url,
                         *FAST, "--retries", "1"])
     [failed] = read_jsonl(tmp_path / "out" / "p.failed.jsonl")
-    assert "connection error" in failed["error"] and "gave up after 2 attempts" in failed["error"]
+    assert failed["error"].startswith(f"cannot connect to {base_url}/chat/completions: ClientConnectorError")
+    assert failed["error"].endswith("(gave up after 2 attempts)")  # 2 in a row: under --max_connection_failures
 
 
 def test_run_requests_closes_the_backend_and_returns_counts(tmp_path, server):
@@ -456,7 +457,7 @@ def test_run_requests_closes_the_backend_and_returns_counts(tmp_path, server):
 
     backend = OpenAICompatibleBackend(server.base_url, "fake-model")
     mode = GenerateStories(SimpleNamespace(min_words=50, min_script_share=0.9), backend)
-    shard = Shard("x", None, str(tmp_path / "x.jsonl"), str(tmp_path / "x.failed.jsonl"), set(), 3)
+    shard = Shard("x", None, str(tmp_path / "x.jsonl"), str(tmp_path / "x.failed.jsonl"), set())
     jobs = (Job(r["ID"], r, shard) for r in prompt_records(3))
     stats = asyncio.run(run_requests(jobs, backend, mode, RequestSettings(max_in_flight=2), show_progress=False))
     assert stats["ok"] == 3 and stats["failed"] == 0

@@ -69,7 +69,7 @@ def test_ids_cannot_collide_the_way_joined_indices_do(tmp_path, capsys):
     # With 13 nouns and 24 verbs, joining indices without a separator makes (1, 23) and (12, 3)
     # both "123"; drawing every combination must still give distinct IDs.
     words = write_word_lists(tmp_path / "words", nouns=13, verbs=24, adjectives=1, endings=1)
-    run_generate(capsys, "--language", "english", "--num-prompts", 312, "--words-dir", words,
+    run_generate(capsys, "--language", "english", "--num_prompts", 312, "--words_dir", words,
                  "--out", tmp_path / "out")
     records = read_shards(tmp_path / "out")
     assert len(records) == 312
@@ -82,8 +82,8 @@ def test_ids_cannot_collide_the_way_joined_indices_do(tmp_path, capsys):
 
 def test_sharded_output_has_the_record_format_and_stable_ids(tmp_path, capsys):
     words = write_word_lists(tmp_path / "words")
-    out = run_generate(capsys, "--language", "hindi", "--template", "3", "--num-prompts", 24, "--shards", 5,
-                       "--seed", 3, "--words-dir", words, "--out", tmp_path / "five")
+    out = run_generate(capsys, "--language", "hindi", "--template", "3", "--num_prompts", 24, "--shards", 5,
+                       "--seed", 3, "--words_dir", words, "--out", tmp_path / "five")
     assert "wrote 24 prompts" in out
     names = sorted(os.listdir(tmp_path / "five"))
     assert names == [f"hindi-3-{i:03d}.jsonl" for i in range(5)]
@@ -99,21 +99,21 @@ def test_sharded_output_has_the_record_format_and_stable_ids(tmp_path, capsys):
     assert f'"{record["noun"]}"' in record["prompt"] and "Hindi" in record["prompt"]
 
     # The same seed gives the same prompts in the same order, whatever the shard count.
-    run_generate(capsys, "--language", "hindi", "--template", "3", "--num-prompts", 24, "--shards", 1,
-                 "--seed", 3, "--words-dir", words, "--out", tmp_path / "one")
+    run_generate(capsys, "--language", "hindi", "--template", "3", "--num_prompts", 24, "--shards", 1,
+                 "--seed", 3, "--words_dir", words, "--out", tmp_path / "one")
     assert read_shards(tmp_path / "one") == five
     assert not [name for name in os.listdir(tmp_path / "one") if name.endswith(".tmp")]
 
     # Rewriting the five-shard folder with fewer shards would leave stale duplicates behind: refused.
     with pytest.raises(SystemExit, match="holds shards this run would not overwrite .*hindi-3-002.jsonl"):
-        generate_prompts.main(["--language", "hindi", "--template", "3", "--num-prompts", "24", "--shards", "2",
-                               "--words-dir", words, "--out", str(tmp_path / "five")])
+        generate_prompts.main(["--language", "hindi", "--template", "3", "--num_prompts", "24", "--shards", "2",
+                               "--words_dir", words, "--out", str(tmp_path / "five")])
 
 
 def test_native_endings_and_bangla_script(tmp_path, capsys):
     words = write_word_lists(tmp_path / "words")
-    run_generate(capsys, "--language", "bangla", "--template", "1", "--num-prompts", 4, "--ending-language",
-                 "native", "--words-dir", words, "--out", tmp_path / "out")
+    run_generate(capsys, "--language", "bangla", "--template", "1", "--num_prompts", 4, "--ending_language",
+                 "native", "--words_dir", words, "--out", tmp_path / "out")
     records = read_shards(tmp_path / "out")
     assert all(r["ending"].startswith("endings") and "gloss" not in r["ending"] for r in records)
     assert all("Bengali script" in r["prompt"] and "Devanagari" not in r["prompt"] for r in records)
@@ -124,8 +124,8 @@ def test_user_template_file(tmp_path, capsys):
     template = tmp_path / "fable.txt"
     template.write_text('Tell a $language fable ($script) about a $adjective $noun who likes to $verb. '
                         'Example reply: {"story": "..."} costs $$0.', encoding="utf-8")
-    run_generate(capsys, "--language", "marathi", "--template-file", template, "--num-prompts", 3,
-                 "--words-dir", words, "--out", tmp_path / "out")
+    run_generate(capsys, "--language", "marathi", "--template_file", template, "--num_prompts", 3,
+                 "--words_dir", words, "--out", tmp_path / "out")
     record = read_shards(tmp_path / "out")[0]
     assert record["template"] == "fable" and record["ID"].startswith("marathi-fable-")
     assert record["prompt"].startswith(f"Tell a Marathi fable (Devanagari) about a {record['adjective']} "
@@ -134,13 +134,13 @@ def test_user_template_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("setup, argv, message", [
-    (None, ["--num-prompts", "25"], "asked for 25 prompts but the word lists allow only 24"),
-    (None, ["--num-prompts", "4", "--language", "klingon"], "unknown language 'klingon'"),
-    (None, ["--num-prompts", "4", "--shards", "5"], "--shards between 1 and --num-prompts"),
-    ("no_tab", ["--num-prompts", "4"], "nouns.tsv:2: expected 'word<TAB>english gloss'"),
-    ("duplicate", ["--num-prompts", "4"], "verbs.tsv:2: duplicate word 'verbs0' (first on line 1)"),
-    ("missing", ["--num-prompts", "4"], "word list not found: "),
-    ("bad_template", ["--num-prompts", "4", "--template-file", "TEMPLATE"], "unknown placeholder $animal"),
+    (None, ["--num_prompts", "25"], "asked for 25 prompts but the word lists allow only 24"),
+    (None, ["--num_prompts", "4", "--language", "klingon"], "unknown language 'klingon'"),
+    (None, ["--num_prompts", "4", "--shards", "5"], "--shards between 1 and --num_prompts"),
+    ("no_tab", ["--num_prompts", "4"], "nouns.tsv:2: expected 'word<TAB>english gloss'"),
+    ("duplicate", ["--num_prompts", "4"], "verbs.tsv:2: duplicate word 'verbs0' (first on line 1)"),
+    ("missing", ["--num_prompts", "4"], "word list not found: "),
+    ("bad_template", ["--num_prompts", "4", "--template_file", "TEMPLATE"], "unknown placeholder $animal"),
 ])
 def test_bad_input_gives_one_clear_error_line(tmp_path, capsys, setup, argv, message):
     words = write_word_lists(tmp_path / "words")
@@ -155,10 +155,29 @@ def test_bad_input_gives_one_clear_error_line(tmp_path, capsys, setup, argv, mes
     if "--language" not in argv:
         argv += ["--language", "english"]
     with pytest.raises(SystemExit) as exit_info:
-        generate_prompts.main(argv + ["--words-dir", words, "--out", str(tmp_path / "out")])
+        generate_prompts.main(argv + ["--words_dir", words, "--out", str(tmp_path / "out")])
     assert str(exit_info.value.code).startswith("error: ")
     assert message in str(exit_info.value.code)
     assert "\n" not in str(exit_info.value.code)
+
+
+def test_old_hyphenated_options_still_work_with_a_deprecation_note(tmp_path, capsys):
+    words = write_word_lists(tmp_path / "words")
+    generate_prompts.main(["--language", "hindi", "--num-prompts", "4", "--words-dir", words,
+                           "--ending-language=native", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert "wrote 4 prompts" in captured.out
+    assert all(r["ending"].startswith("endings") and "gloss" not in r["ending"] for r in read_shards(tmp_path / "out"))
+    assert [line for line in captured.err.splitlines() if line.startswith("note:")] == [
+        f"note: --{old} is deprecated, use --{old.replace('-', '_')} (the old spelling will be removed in a later "
+        "release)" for old in ("num-prompts", "words-dir", "ending-language")]
+
+
+def test_a_word_list_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "nouns.tsv"
+    path.write_bytes("सेब\tapple\n".encode() + b"\xff\tbad\n")
+    with pytest.raises(ValueError, match=r"nouns.tsv:2: not UTF-8 text \(byte 16 of the file\)"):
+        read_word_list(str(path))
 
 
 def test_read_word_list_normalises_and_skips_blank_lines(tmp_path):

@@ -1,0 +1,30 @@
+"""
+Command-line spelling shared by the argparse scripts: option names use underscores (--text_field, as the
+--key=value configs of train.py and sample.py do). The old spellings of earlier releases (--text-field) still work
+for one release; each one used prints a one-line deprecation note on stderr.
+"""
+import sys
+
+
+def underscored(*old_names):
+    """{old: new} for hyphenated option names: {"--base-url": "--base_url", ...}."""
+    return {old: "--" + old[2:].replace("-", "_") for old in old_names}
+
+
+def rename_deprecated_options(argv, renamed_options):
+    """argv with every old option name in renamed_options ({old: new}; `--old value` or `--old=value`) replaced by
+    its new name, and a note on stderr for each one used. Arguments after a bare `--` are positional: left alone."""
+    renamed, noted = [], set()
+    for position, arg in enumerate(argv):
+        if arg == "--":
+            return renamed + argv[position:]
+        name, equals, value = arg.partition("=")
+        if name in renamed_options:
+            new_name = renamed_options[name]
+            if name not in noted:
+                print(f"note: {name} is deprecated, use {new_name} (the old spelling will be removed in a later "
+                      "release)", file=sys.stderr)
+                noted.add(name)
+            arg = new_name + equals + value
+        renamed.append(arg)
+    return renamed
