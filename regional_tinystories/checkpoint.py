@@ -1,36 +1,35 @@
 """
 Checkpoints: atomic saves, and loading (a checkpoint, or a ready model with its tokenizer) from a run folder, a
-.pt file, or a Hugging Face hub file.
+.pt file, or a Hugging Face hub file, with model_args and weights checked before a model is built from them.
 
 A checkpoint is a dict of plain values and tensors (loadable with weights_only=True): model_args, model,
-optimizer, scaler, iter_num, tokens_seen, best_val_loss, config, tokenizer (spec + file bytes), rng, data_rng.
+optimizer, scaler, config, tokenizer (spec + file bytes), rng, data_rng, and the fields of the training script's
+state dataclass (iter_num, tokens_seen, best_val_loss, ...; see training.TrainState).
 """
+import dataclasses
 import os
 
 import torch
 
 from regional_tinystories import tokenizer as tk
-from regional_tinystories.errors import one_line
+from regional_tinystories.errors import InputError, one_line
+from regional_tinystories.files import atomic_write
 from regional_tinystories.model import GPT, ModelConfig
 
+MODEL_FIELDS = {f.name: type(f.default) for f in dataclasses.fields(ModelConfig)}
+REQUIRED_MODEL_ARGS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "recipe")
+RECIPES = ("classic", "modern")
 
-class CheckpointError(Exception):
+
+class CheckpointError(InputError):
     pass
 
 
 def save_atomic(obj, path):
     """Write to a temp file in the same folder, flush it to disk, then rename: a kill at any moment leaves either
     the old checkpoint or the new one, never a torn file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def resolve(source, default_name="ckpt_best.pt"):
@@ -72,6 +71,71 @@ def load(source, default_name="ckpt_best.pt", map_location="cpu"):
     return ckpt
 
 
+def model_args_problem(args):
+    """Why these model settings (n_layer, n_head, n_embd, recipe, ...) cannot build a model, or None."""
+    for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        if key in args and args[key] < 1:
+            return f"{key}={args[key]} must be at least 1"
+    if "recipe" in args and args["recipe"] not in RECIPES:
+        return f"recipe={args['recipe']!r} is not one of {', '.join(map(repr, RECIPES))}"
+    if "dropout" in args and not 0 <= args["dropout"] < 1:
+        return f"dropout={args['dropout']} must be in [0, 1)"
+    if args["n_embd"] % args["n_head"]:
+        return f"n_embd={args['n_embd']} must be a multiple of n_head={args['n_head']}"
+    if args.get("recipe") == "modern" and (args["n_embd"] // args["n_head"]) % 2:
+        return (f"n_embd / n_head = {args['n_embd'] // args['n_head']} must be even for the modern recipe "
+                f"(RoPE rotates pairs of dimensions)")
+    return None
+
+
+def model_config(ckpt):
+    """The ModelConfig of a checkpoint, refusing model_args that are unknown, missing or of the wrong type."""
+    where, args = f"checkpoint {ckpt['path']}", ckpt["model_args"]
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{where}: model_args is a {type(args).__name__}, not a dict")
+    unknown = sorted(set(args) - set(MODEL_FIELDS))
+    missing = [key for key in REQUIRED_MODEL_ARGS if key not in args]
+    if unknown or missing:
+        what = [f"unknown model_args {', '.join(map(str, unknown))}"] * bool(unknown) + \
+            [f"no model_args {', '.join(missing)}"] * bool(missing)
+        raise CheckpointError(f"{where}: {'; '.join(what)} (written by another program?)")
+    for key, value in args.items():
+        expected = MODEL_FIELDS[key]
+        if type(value) is not expected and not (expected is float and type(value) is int):
+            raise CheckpointError(f"{where}: model_args {key}={value!r} is a {type(value).__name__}, expected "
+                                  f"{expected.__name__}")
+    problem = model_args_problem(args)
+    if problem:
+        raise CheckpointError(f"{where}: model_args {problem}")
+    return ModelConfig(**args)
+
+
+def build_model(ckpt, **changes):
+    """GPT with the checkpoint's weights; changes (e.g. dropout) replace model_args that do not affect shapes.
+    Weights whose names or shapes disagree with model_args are refused in one line."""
+    config = dataclasses.replace(model_config(ckpt), **changes)
+    model = GPT(config)
+    weights = ckpt["model"]
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise CheckpointError(f"checkpoint {ckpt['path']}: 'model' is not a dict of tensors")
+    weights = clean_state_dict(weights)
+    expected = model.state_dict()
+    mismatches = [f"no {name}" for name in expected if name not in weights] + \
+        [f"unexpected {name}" for name in weights if name not in expected] + \
+        [f"{name} is {shape(weights[name])}, model_args give {shape(t)}" for name, t in expected.items()
+         if name in weights and weights[name].shape != t.shape]
+    if mismatches:
+        more = f" and {len(mismatches) - 1} more" if len(mismatches) > 1 else ""
+        raise CheckpointError(f"checkpoint {ckpt['path']}: weights do not match its model_args "
+                              f"({mismatches[0]}{more})")
+    model.load_state_dict(weights)
+    return model
+
+
+def shape(tensor):
+    return "x".join(map(str, tensor.shape)) or "a scalar"
+
+
 def clean_state_dict(state_dict):
     """Strip the prefixes torch.compile ('_orig_mod.') and DDP ('module.') add to parameter names."""
     out = {}
@@ -86,8 +150,7 @@ def clean_state_dict(state_dict):
 def load_model(source, device="cpu"):
     """(model in eval mode on device, tokenizer, checkpoint dict) from a run folder, .pt file or hf: path."""
     ckpt = load(source, map_location=device)
-    model = GPT(ModelConfig(**ckpt["model_args"]))
-    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    model = build_model(ckpt)
     model.to(device).eval()
     if "tokenizer" not in ckpt:
         raise CheckpointError(f"checkpoint {ckpt['path']}: no tokenizer recorded")

@@ -2,9 +2,10 @@
 Loss curves from train.py's log.jsonl, as PNG.
 """
 import json
-import os
 
 import matplotlib
+
+from regional_tinystories.files import atomic_write
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,8 +44,9 @@ def plot_loss_curves(runs, out_png, title="loss"):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out_png + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    try:
+        with atomic_write(out_png, "wb") as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)
     return out_png

@@ -1,5 +1,6 @@
 """
-Device and precision choices shared by train.py, sample.py and the benchmarks.
+Device and precision choices shared by train.py, sample.py and the benchmarks: which device and dtype, autocast,
+the peak FLOP/s for MFU, RNG states for exact resume, and the rank of this process under torchrun.
 """
 import contextlib
 import os
@@ -10,6 +11,24 @@ import torch
 # bf16 dense peak (FLOP/s) of common GPUs, for the MFU estimate; other devices are measured with a matmul
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
                   "L4": 121e12, "4090": 165e12, "3090": 71e12, "T4": 65e12, "V100": 125e12}
+
+
+def device_problem(requested):
+    """Why `requested` cannot be used here (one line), or None: 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'."""
+    if requested in ("auto", "cpu"):
+        return None
+    if requested == "mps":
+        available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        return None if available else "device='mps': Metal (mps) is not available here"
+    kind, _, index = requested.partition(":")
+    if kind != "cuda" or not (requested == "cuda" or index.isdigit()):
+        return f"device={requested!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+    count = torch.cuda.device_count()
+    if count == 0:
+        return f"device={requested!r}: no CUDA device is available here"
+    if index and int(index) >= count:
+        return f"device={requested!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
 
 
 def pick_device(requested="auto"):
@@ -31,6 +50,16 @@ def cpu_supports_bf16():
     except OSError:
         return False
     return "avx512_bf16" in flags.split() or "amx_bf16" in flags.split()
+
+
+def cpu_name():
+    """The CPU's model name, for benchmark tables ("which machine is this figure from")."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("model name")), "")
+    except OSError:
+        line = ""
+    return line.split(":", 1)[1].strip() if ":" in line else "unknown CPU"
 
 
 def pick_dtype(requested, device):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import ROOT, TRAIN, load_script, prepare_dataset, run, run_main
 
-from regional_tinystories import checkpoint
+from regional_tinystories import checkpoint, training
 
 train_script = load_script("training-inference/train.py")
 
@@ -131,14 +131,18 @@ def test_corrupt_or_mismatched_bin_is_refused(data_root, tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
     out = tmp_path / "run"
     assert train(data_root, out, "--max_iters=2", "--eval_interval=1").returncode == 0
-    before = (out / "ckpt_last.pt").read_bytes()
-    result = train(data_root, out, "--init_from=resume", "--max_iters=50", "--eval_interval=1",
+    # continue from those weights in the same folder at a learning rate that wrecks the model: the loss is still
+    # finite at iteration 1 (that checkpoint is written) and nan at iteration 2 (it must not be)
+    result = train(data_root, out, f"--init_from={out / 'ckpt_last.pt'}", "--max_iters=50", "--eval_interval=1",
                    "--learning_rate=1e30", "--warmup_iters=0", "--grad_clip=0.0")
     assert result.returncode == 1
-    assert "stopping: loss is nan" in result.stdout + result.stderr or "stopping: loss is inf" in result.stdout + result.stderr
+    assert f"stopping: loss is nan at iteration 2; the last good checkpoint in {out} is kept" in result.stdout
+    assert [(r["iter"], math.isfinite(r["val_loss"])) for r in log_records(out, "eval")] == \
+        [(0, True), (1, True), (2, False)]
     ckpt = checkpoint.load(str(out / "ckpt_last.pt"))
+    assert ckpt["iter_num"] == 1 and math.isfinite(ckpt["val_loss"])
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
-    assert (out / "ckpt_last.pt").read_bytes() == before or ckpt["iter_num"] > 2
+    assert json.loads((out / "summary.json").read_text())["stop_reason"] == "non-finite loss"
 
 
 def test_early_stopping(data_root, tmp_path):
@@ -205,7 +209,7 @@ def test_lr_schedules():
     from types import SimpleNamespace
     cfg = SimpleNamespace(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=100, lr_decay_iters=None,
                           lr_schedule="cosine", wsd_decay_fraction=0.2)
-    lr = train_script.learning_rate_at
+    lr = training.learning_rate_at
     assert lr(0, cfg) == pytest.approx(1 / 11) and lr(10, cfg) == pytest.approx(1.0)
     assert lr(55, cfg) == pytest.approx(0.55) and lr(100, cfg) == pytest.approx(0.1)
     cfg.lr_schedule = "wsd"
@@ -220,6 +224,6 @@ def test_weight_decay_only_on_matrices():
     from regional_tinystories.model import GPT, ModelConfig
     model = GPT(ModelConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16, bias=True, recipe="classic"))
     cfg = SimpleNamespace(weight_decay=0.1, learning_rate=1e-3, beta1=0.9, beta2=0.95)
-    decay, no_decay = train_script.make_optimizer(model, cfg, "cpu").param_groups
+    decay, no_decay = training.make_optimizer(model, cfg, "cpu").param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])

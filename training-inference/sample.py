@@ -12,6 +12,7 @@ holds records {ID, prompt, sample_index, story, n_tokens, finish_reason, setting
 """
 import json
 import os
+import signal
 import sys
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ from regional_tinystories import checkpoint, runtime
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.config import ConfigError, load_config
+from regional_tinystories.files import write_text_atomic
 from regional_tinystories.sampling import SamplingConfig, generate_stories
 
 DEFAULTS = dict(
@@ -53,23 +55,40 @@ def read_prompts(start):
     return [start]
 
 
-def write_output(records, fmt, out_file):
+def format_record(record, fmt):
+    """One sample as text or as a JSONL line (json output is one list, written at the end)."""
     if fmt == "text":
-        text = "".join(f"--- {r['ID']} sample {r['sample_index']} ({r['n_tokens']} tokens, {r['finish_reason']})\n"
-                       f"{r['story']}\n\n" for r in records)
-    elif fmt == "json":
-        text = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
-    else:
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if not out_file:
-        sys.stdout.write(text)
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
-    tmp = out_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, out_file)
-    print(f"wrote {len(records)} samples to {out_file}", file=sys.stderr)
+        return (f"--- {record['ID']} sample {record['sample_index']} ({record['n_tokens']} tokens, "
+                f"{record['finish_reason']})\n{record['story']}\n\n")
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def write_samples(records, fmt, out_file):
+    """Write samples as they are generated: text and jsonl one record at a time, flushed at once, so Ctrl-C (or a
+    kill) keeps every sample finished so far; json as one list, written atomically at the end, also after Ctrl-C.
+    Returns (samples written, whether Ctrl-C stopped it)."""
+    written, interrupted = [], False
+    if out_file:
+        os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
+    stream = sys.stdout if not out_file or fmt == "json" else open(out_file, "w", encoding="utf-8")
+    try:
+        for record in records:
+            if fmt != "json":
+                stream.write(format_record(record, fmt))
+                stream.flush()
+            written.append(record)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    if fmt == "json":
+        text = json.dumps(written, ensure_ascii=False, indent=2) + "\n"
+        if out_file:
+            write_text_atomic(out_file, text)
+        else:
+            sys.stdout.write(text)
+    return len(written), interrupted
 
 
 def main(argv=None):
@@ -84,10 +103,15 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     print(f"{ckpt['path']}: {model.num_params() / 1e6:.2f}M params, tokenizer {tk.describe(tokenizer.spec)}, "
           f"device {device}, dtype {dtype}, {len(prompts)} prompt(s) x {cfg.num_samples}", file=sys.stderr)
-    records = list(generate_stories(model, tokenizer, prompts, SamplingConfig.from_settings(vars(cfg)),
-                                    num_samples=cfg.num_samples, device=device, dtype=dtype,
-                                    model_name=ckpt["path"], progress=True))
-    write_output(records, cfg.output_format, cfg.out_file)
+    records = generate_stories(model, tokenizer, prompts, SamplingConfig.from_settings(vars(cfg)),
+                               num_samples=cfg.num_samples, device=device, dtype=dtype, model_name=ckpt["path"],
+                               progress=True)
+    count, interrupted = write_samples(records, cfg.output_format, cfg.out_file)
+    if interrupted:
+        print(f"\ninterrupted: kept the {count} samples finished so far in {cfg.out_file or 'stdout'}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    if cfg.out_file:
+        print(f"wrote {count} samples to {cfg.out_file}", file=sys.stderr)
 
 
 if __name__ == "__main__":

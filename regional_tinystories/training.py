@@ -1,0 +1,447 @@
+"""
+What a training script shares with the others written in its shape (train.py, and the distillation and reward
+fine-tuning scripts to come). Each script keeps its own settings and its own loop; from here it takes
+
+  settings    check_settings (ranges, device), resume_settings (a resumed run keeps its own settings),
+              fine_tune_settings (a model initialised from a checkpoint keeps its architecture)
+  data        open_dataset (meta.json and .bin checks), BatchSampler (seeded random windows of a split)
+  training    learning_rate_at (cosine / wsd / constant), make_optimizer (AdamW, weight decay on matrices only)
+  evaluation  evaluate: the mean loss of each split on fixed batches, with perplexity and bits per byte
+  state       TrainState, the run's counters and decisions, saved whole in every checkpoint (save_checkpoint)
+              and restored whole with the optimizer, RNG and data-generator states (resume_state)
+  output      prepare_out_dir (stale temp files), RunLog (log.jsonl + wandb), write_summary (summary.json, loss.png)
+  stopping    StopSignals: SIGINT / SIGTERM end the loop after the current iteration, so it can save first
+"""
+import json
+import math
+import os
+import shlex
+import signal
+import threading
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from regional_tinystories import checkpoint, runtime
+from regional_tinystories.checkpoint import CheckpointError
+from regional_tinystories.config import ConfigError, check_value
+from regional_tinystories.dataset import (
+    DatasetError,
+    bits_per_byte,
+    check_split,
+    load_meta,
+)
+from regional_tinystories.errors import one_line
+from regional_tinystories.files import (
+    remove_stale_temp_files,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+from regional_tinystories.plots import plot_loss_curves
+
+# ----------------------------------------------------------------------------- settings
+
+# What a resumed run may change: how long it runs, how it is evaluated, logged and saved, and where it runs. Any
+# other setting would make the rest of the run a different run from the one in the checkpoint.
+RESUME_MAY_CHANGE = ("max_iters", "eval_interval", "log_interval", "eval_iters", "eval_only", "always_save_checkpoint",
+                     "early_stop_patience", "early_stop_min_delta", "wandb_mode", "wandb_project", "wandb_run_name",
+                     "data_root", "device", "compile")
+# What a model initialised from a checkpoint takes from it (block_size may shrink; dropout may change)
+ARCHITECTURE = ("n_layer", "n_head", "n_embd", "recipe", "bias", "qk_norm", "tie_weights")
+
+AT_LEAST = dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, n_layer=1, n_head=1, n_embd=1,
+                eval_interval=1, log_interval=1, eval_iters=1, max_iters=0, warmup_iters=0, lr_decay_iters=1,
+                early_stop_patience=0)
+NOT_NEGATIVE = ("min_lr", "weight_decay", "grad_clip", "early_stop_min_delta")
+FRACTIONS = dict(beta1=False, beta2=False, wsd_decay_fraction=True)  # in [0, 1), or [0, 1] where True
+
+
+def setting_problem(settings):
+    """The first setting that is out of range (one line), or None. Only the keys present are checked."""
+    for key, value in settings.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key}={value} must be a finite number"
+    for key, least in AT_LEAST.items():
+        if settings.get(key) is not None and settings[key] < least:
+            return f"{key}={settings[key]} must be at least {least}"
+    if "learning_rate" in settings and settings["learning_rate"] <= 0:
+        return f"learning_rate={settings['learning_rate']} must be positive"
+    for key in NOT_NEGATIVE:
+        if key in settings and settings[key] < 0:
+            return f"{key}={settings[key]} must not be negative"
+    for key, closed in FRACTIONS.items():
+        if key in settings and not (0 <= settings[key] < 1 or (closed and settings[key] == 1)):
+            return f"{key}={settings[key]} must be in [0, {'1]' if closed else '1)'}"
+    if "n_embd" in settings:
+        problem = checkpoint.model_args_problem(settings)
+        if problem:
+            return problem
+    if "device" in settings:
+        return runtime.device_problem(settings["device"])
+    return None
+
+
+def check_settings(settings):
+    problem = setting_problem(settings)
+    if problem:
+        raise ConfigError(problem)
+
+
+def resume_settings(ckpt, given, defaults, choices=None, types=None):
+    """The settings of the run saved in ckpt, with the given ones that differ applied where RESUME_MAY_CHANGE
+    allows: (settings, [(key, saved value, new value)]). Any other difference is refused, all of them in one line.
+    Saved keys this script no longer has are ignored; keys it has gained take their defaults."""
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint {ckpt['path']}: records no config, so it cannot be resumed")
+    source = f"checkpoint {ckpt['path']} config"
+    settings = {**defaults, **{key: check_value(key, value, defaults, choices, types, source)
+                               for key, value in saved.items() if key in defaults},
+                "init_from": "resume", "out_dir": given.get("out_dir", defaults["out_dir"])}
+    changes = [(key, settings[key], value) for key, value in given.items()
+               if key not in ("init_from", "out_dir") and value != settings[key]]
+    refused = [f"{key}={new!r} (the run has {old!r})" for key, old, new in changes if key not in RESUME_MAY_CHANGE]
+    if refused:
+        raise ConfigError(f"resume from {ckpt['path']}: {', '.join(refused)} would make it a different run; only "
+                          f"{', '.join(RESUME_MAY_CHANGE)} may change on resume (train into a new out_dir instead)")
+    settings.update({key: new for key, _, new in changes})
+    return settings, changes
+
+
+def fine_tune_settings(ckpt, settings, given):
+    """Settings for a run initialised from ckpt's weights: the architecture is the checkpoint's (a given one that
+    differs is refused), block_size defaults to the model's and may be smaller."""
+    args = checkpoint.model_config(ckpt)
+    settings = dict(settings)
+    differ = [f"{key}={given[key]!r} (the model has {getattr(args, key)!r})" for key in ARCHITECTURE
+              if key in given and given[key] != getattr(args, key)]
+    if differ:
+        raise ConfigError(f"init_from={ckpt['path']}: {', '.join(differ)}; a model initialised from a checkpoint "
+                          f"keeps its architecture")
+    settings.update({key: getattr(args, key) for key in ARCHITECTURE})
+    settings["block_size"] = given.get("block_size", args.block_size)
+    if settings["block_size"] > args.block_size:
+        raise ConfigError(f"checkpoint {ckpt['path']}: block_size {settings['block_size']} is larger than the "
+                          f"model's {args.block_size}")
+    return settings
+
+
+# ----------------------------------------------------------------------------- data
+
+def open_dataset(data_dir, splits=("train", "val")):
+    """meta.json of a prepared dataset whose .bin files have been checked against it (sizes, first and last
+    tokens, token ids inside the vocabulary)."""
+    meta = load_meta(data_dir)
+    problems = [problem for split in splits for problem in check_split(data_dir, meta, split, full=False)]
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise DatasetError(problems[0] + more)
+    for split in splits:
+        counts = meta["splits"][split]
+        if not counts["tokens"]:
+            raise DatasetError(f"{os.path.join(data_dir, split)}.bin: empty (an evaluation-only dataset? training "
+                               f"needs both splits)")
+        if not counts.get("bytes"):
+            raise DatasetError(f"{os.path.join(data_dir, 'meta.json')}: splits.{split} records no bytes, so bits "
+                               f"per byte cannot be computed")
+    return meta
+
+
+class BatchSampler:
+    """Random (x, y) windows of block_size tokens from one split. doc_aligned windows start at a <bos>.
+    Positions come from a seeded torch.Generator whose state is saved in checkpoints for exact resume."""
+
+    def __init__(self, data_dir, meta, split, block_size, batch_size, seed, doc_aligned=False):
+        self.path = os.path.join(data_dir, f"{split}.bin")
+        self.dtype = np.dtype(meta["dtype"])
+        self.block_size, self.batch_size = block_size, batch_size
+        n = os.path.getsize(self.path) // self.dtype.itemsize
+        if n <= block_size + 1:
+            raise DatasetError(f"{self.path}: {n} tokens is too few for block_size {block_size}; "
+                               f"use a smaller block_size or more data")
+        self.starts = None
+        if doc_aligned:
+            data = np.memmap(self.path, dtype=self.dtype, mode="r")
+            starts = np.flatnonzero(data[: n - block_size - 1] == meta["bos_id"])
+            if len(starts) == 0:
+                raise DatasetError(f"{self.path}: no <bos> leaves room for a window of {block_size} tokens")
+            self.starts = torch.from_numpy(starts.astype(np.int64))
+        self.n = n
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self):
+        if self.starts is not None:
+            pick = torch.randint(len(self.starts), (self.batch_size,), generator=self.generator)
+            ix = self.starts[pick]
+        else:
+            ix = torch.randint(self.n - self.block_size - 1, (self.batch_size,), generator=self.generator)
+        # a fresh memmap per batch avoids the memory growth of a long-lived one (as in nanoGPT)
+        data = np.memmap(self.path, dtype=self.dtype, mode="r")
+        rows = np.stack([data[i:i + self.block_size + 1] for i in ix.tolist()]).astype(np.int64)
+        batch = torch.from_numpy(rows)
+        return batch[:, :-1], batch[:, 1:]
+
+
+# ----------------------------------------------------------------------------- training and evaluation
+
+def learning_rate_at(it, cfg):
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if cfg.lr_schedule == "wsd":
+        decay_start = decay_iters - int(cfg.wsd_decay_fraction * decay_iters)
+        if it < decay_start:
+            return cfg.learning_rate
+        ratio = min(1.0, (it - decay_start) / max(1, decay_iters - decay_start))
+        return cfg.learning_rate - ratio * (cfg.learning_rate - cfg.min_lr)
+    if it >= decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def make_optimizer(model, cfg, device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # norms and biases
+    fused = device.startswith("cuda")
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+@torch.no_grad()
+def evaluate(model, samplers, meta, eval_iters, seed, ctx, device):
+    """Mean loss of each split over the same eval_iters batches every time (the samplers are re-seeded), with
+    bits per byte and validation perplexity: {train_loss, val_loss, val_ppl, train_bpb, val_bpb}."""
+    model.eval()
+    losses = {}
+    for split, sampler in samplers.items():
+        sampler.generator.manual_seed(seed + 999)
+        split_losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            x, y = (t.to(device) for t in sampler.next_batch())
+            with ctx:
+                _, loss = model(x, y)
+            split_losses[k] = loss.item()
+        losses[split] = split_losses.mean().item()
+    model.train()
+    return {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": math.exp(min(losses["val"], 50)),
+            "train_bpb": bits_per_byte(losses["train"], meta, "train"),
+            "val_bpb": bits_per_byte(losses["val"], meta, "val")}
+
+
+# ----------------------------------------------------------------------------- run state and checkpoints
+
+@dataclass
+class TrainState:
+    """What changes as a run trains, besides weights, optimizer and RNG states. Its fields are saved whole into
+    every checkpoint (as top-level keys, which summary tools read) and restored whole on resume."""
+    iter_num: int = 0                  # optimizer steps taken
+    tokens_seen: int = 0
+    best_val_loss: float = math.inf
+    evals_without_improvement: int = 0
+    last_eval_iter: int = -1           # a resumed run does not evaluate this iteration again
+    val_loss: float | None = None      # of the latest evaluation
+    val_bpb: float | None = None
+    stop_reason: str | None = None     # set where the loop decides to stop
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        """The state saved in ckpt (a field an older checkpoint lacks takes its default)."""
+        return cls(**{f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt})
+
+
+def save_checkpoint(out_dir, names, *, model, optimizer, scaler, state, config, meta, tokenizer, data_generator,
+                    ddp=False):
+    """Write one checkpoint to each named file in out_dir, in the order given. Under DDP every rank calls it (each
+    contributes its data generator's state) and rank 0 writes."""
+    data_rng = [data_generator.get_state()]
+    if ddp:
+        data_rng = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(data_rng, data_generator.get_state())
+        if torch.distributed.get_rank() != 0:
+            return
+    contents = {**asdict(state), "model_args": model.model_args(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "config": config,
+                "dataset": config["dataset"], "meta": meta, "tokenizer": tokenizer, "rng": runtime.rng_state(),
+                "data_rng": data_rng}
+    for name in names:
+        checkpoint.save_atomic(contents, os.path.join(out_dir, name))
+
+
+def resume_state(ckpt, optimizer, scaler, data_generator, rank=0, world_size=1):
+    """Restore the optimizer, scaler, RNG and this rank's data generator from ckpt; returns its TrainState, with
+    no stop reason (the resumed run decides afresh when to stop)."""
+    path = ckpt["path"]
+    missing = [key for key in ("optimizer", "scaler", "rng", "data_rng", "iter_num") if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: no {', '.join(missing)}, so it cannot be resumed (it can start a "
+                              f"new run: --init_from={path})")
+    if len(ckpt["data_rng"]) != world_size:
+        raise CheckpointError(f"checkpoint {path}: saved with {len(ckpt['data_rng'])} ranks, resumed with "
+                              f"{world_size}; resume with the same number of ranks")
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit the model "
+                              f"({one_line(e)})") from None
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != p.shape:
+                    raise CheckpointError(f"checkpoint {path}: optimizer {name} of shape {tuple(value.shape)} does "
+                                          f"not fit a parameter of shape {tuple(p.shape)}")
+    runtime.set_rng_state(ckpt["rng"])
+    data_generator.set_state(ckpt["data_rng"][rank])
+    state = TrainState.from_checkpoint(ckpt)
+    state.stop_reason = None
+    return state
+
+
+# ----------------------------------------------------------------------------- output
+
+TEMP_FILES = ("ckpt_*.pt.tmp.*", "log.jsonl.tmp.*", "summary.json.tmp.*", "loss.png.tmp.*")
+
+
+def prepare_out_dir(out_dir, say=print):
+    """Create out_dir, remove the temp files a killed run left in it (one checkpoint-size file per kill), and any
+    summary.json: a run in progress has none (the sweep script reads it as 'finished')."""
+    os.makedirs(out_dir, exist_ok=True)
+    removed = sum(remove_stale_temp_files(out_dir, pattern) for pattern in TEMP_FILES)
+    if removed:
+        say(f"removed {removed} temporary file(s) left in {out_dir} by a killed run")
+    summary = os.path.join(out_dir, "summary.json")
+    if os.path.exists(summary):
+        os.remove(summary)
+
+
+def log_records_until(path, last_iter):
+    """The records of log.jsonl up to and including iteration last_iter, stopping at a torn line."""
+    records = []
+    if not os.path.exists(path):
+        return records
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # the torn last line of a killed run
+            if isinstance(record, dict) and record.get("iter", 0) <= last_iter:
+                records.append(record)
+    return records
+
+
+class RunLog:
+    """log.jsonl in out_dir (one JSON record a line, flushed at once) and wandb when it is enabled. A run from
+    scratch starts a new log; a resumed one keeps the records up to the iteration it resumes from, dropping what a
+    killed run logged after its last checkpoint, so each iteration appears once. enabled=False (ranks other
+    than 0, eval_only) writes nothing."""
+
+    def __init__(self, out_dir, resume_iter=None, config=None, enabled=True, say=print):
+        self.path = os.path.join(out_dir, "log.jsonl")
+        self.file = self.wandb = None
+        if not enabled:
+            return
+        write_jsonl_atomic(self.path, [] if resume_iter is None else log_records_until(self.path, resume_iter))
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.wandb = start_wandb(config, out_dir, say) if config else None
+
+    def record(self, entry):
+        if self.file is None:
+            return
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in entry.items() if k != "type"}, step=entry["iter"])
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def start_wandb(config, out_dir, say):
+    if config.get("wandb_mode", "disabled") == "disabled":
+        return None
+    try:
+        import wandb
+        return wandb.init(project=config["wandb_project"], name=config["wandb_run_name"] or None, config=config,
+                          mode=config["wandb_mode"], dir=out_dir)
+    except Exception as e:  # training never depends on wandb
+        say(f"warning: wandb disabled ({one_line(e)})")
+        return None
+
+
+def write_summary(cfg, meta, model, state, seconds):
+    """summary.json (the run's size, data, final and best validation loss and bits per byte, time, why it stopped)
+    and loss.png in cfg.out_dir; returns the summary."""
+    plot_loss_curves([(cfg.dataset, os.path.join(cfg.out_dir, "log.jsonl"))], os.path.join(cfg.out_dir, "loss.png"),
+                     title=f"{cfg.dataset}: {model.num_params() / 1e6:.2f}M params")
+    best = state.best_val_loss if math.isfinite(state.best_val_loss) else None
+    summary = {"dataset": cfg.dataset, "out_dir": cfg.out_dir, "iters": state.iter_num, "tokens": state.tokens_seen,
+               "params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
+               "n_layer": model.config.n_layer, "n_embd": model.config.n_embd, "n_head": model.config.n_head,
+               "recipe": model.config.recipe, "vocab_size": model.config.vocab_size,
+               "tokenizer": meta.get("tokenizer_name", ""), "learning_rate": cfg.learning_rate,
+               "warmup_iters": cfg.warmup_iters, "final_val_loss": state.val_loss, "final_val_bpb": state.val_bpb,
+               "best_val_loss": best, "best_val_bpb": bits_per_byte(best, meta, "val") if best is not None else None,
+               "seconds": seconds, "stop_reason": state.stop_reason}
+    write_json_atomic(os.path.join(cfg.out_dir, "summary.json"), summary)
+    return summary
+
+
+def resume_command(script, out_dir, world_size=1):
+    launcher = "python" if world_size == 1 else f"torchrun --standalone --nproc_per_node={world_size}"
+    return f"{launcher} {script} --init_from=resume --out_dir={shlex.quote(out_dir)}"
+
+
+# ----------------------------------------------------------------------------- stopping on a signal
+
+class StopSignals:
+    """Inside `with StopSignals() as signals:`, SIGINT (Ctrl-C) and SIGTERM (a preempted machine) do not kill the
+    process: the loop asks signals.requested() once per iteration, and stops and saves when it says so. The same
+    signal a second time stops at once, without saving (exit status 128 + its number), unless repeat_stops=False:
+    under torchrun a Ctrl-C reaches every rank twice (from the terminal, then from torchrun), and torchrun itself
+    kills ranks that take too long. announce=False (ranks other than 0) prints nothing."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, repeat_stops=True, announce=True):
+        self.repeat_stops, self.announce = repeat_stops, announce
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.received == signum and self.repeat_stops:
+            raise SystemExit(128 + signum)
+        if self.received is None:
+            self.received = signum
+            again = f" ({name} again stops at once, without saving)" if self.repeat_stops else ""
+            if self.announce:  # os.write, not print: the handler may interrupt a write to stderr (the progress bar)
+                os.write(2, f"\n{name}: stopping after this iteration to save ckpt_last.pt{again}\n".encode())
+
+    def requested(self, ddp=False, device="cpu"):
+        """The name of the signal that asks to stop ('SIGINT', 'SIGTERM') or None. Under DDP every rank learns
+        whether any rank got one, so all stop at the same iteration."""
+        signum = self.received or 0
+        if ddp:
+            flag = torch.tensor([signum], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signal.Signals(signum).name if signum else None
