@@ -1,6 +1,9 @@
 """
 Checkpoints: atomic saves, and loading (a checkpoint, or a ready model with its tokenizer) from a run folder, a
 .pt file, or a Hugging Face hub file, with model_args and weights checked before a model is built from them.
+Other programs' models load the same way, converted on the fly (regional_tinystories.convert): "gpt2" ...
+"gpt2-xl" and local transformers folders (Llama or GPT-2 architecture) through transformers, and nanoGPT .pt
+checkpoints (the original Regional-TinyStories publishes those) with the tokenizer named by `tokenizer`.
 
 A checkpoint is a dict of plain values and tensors (loadable with weights_only=True): model_args, model,
 optimizer, scaler, config, tokenizer (spec + file bytes), rng, data_rng, and the fields of the training script's
@@ -11,6 +14,7 @@ import os
 
 import torch
 
+from regional_tinystories import convert
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.errors import InputError, one_line
 from regional_tinystories.files import atomic_write
@@ -19,6 +23,7 @@ from regional_tinystories.model import GPT, ModelConfig
 MODEL_FIELDS = {f.name: type(f.default) for f in dataclasses.fields(ModelConfig)}
 REQUIRED_MODEL_ARGS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "recipe")
 RECIPES = ("classic", "modern")
+GPT2_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # init_from names, as in nanoGPT
 
 
 class CheckpointError(InputError):
@@ -59,7 +64,11 @@ def download_from_hf(spec):
         raise CheckpointError(f"checkpoint hf:{spec}: download failed ({one_line(e)})") from None
 
 
-def load(source, default_name="ckpt_best.pt", map_location="cpu"):
+def load(source, default_name="ckpt_best.pt", map_location="cpu", tokenizer=""):
+    """A checkpoint dict with its "path". source: a run folder, a .pt file, hf:OWNER/REPO/FILE.pt, a GPT-2 name or
+    a transformers model folder; tokenizer: the tokenizer of a checkpoint that carries none (nanoGPT's)."""
+    if source in GPT2_MODELS or (os.path.isdir(source) and os.path.isfile(os.path.join(source, "config.json"))):
+        return import_transformers(source)
     path = resolve(source, default_name)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -67,8 +76,49 @@ def load(source, default_name="ckpt_best.pt", map_location="cpu"):
         raise CheckpointError(f"checkpoint {path}: cannot be read ({one_line(e)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"checkpoint {path}: not a Regional TinyStories checkpoint (no model / model_args)")
+    if is_nanogpt(ckpt):
+        return import_nanogpt(ckpt, path, tokenizer)
     ckpt["path"] = path
     return ckpt
+
+
+def is_nanogpt(ckpt):
+    """nanoGPT names its weights transformer.h.N... (behind torch.compile's _orig_mod. maybe); this project does not."""
+    keys = ckpt["model"].keys() if isinstance(ckpt["model"], dict) else []
+    return any(str(k).removeprefix("_orig_mod.").startswith("transformer.") for k in keys)
+
+
+def import_nanogpt(ckpt, path, tokenizer_name):
+    try:
+        model_args, state = convert.from_nanogpt(ckpt, f"checkpoint {path}")
+    except InputError as e:
+        raise CheckpointError(str(e)) from None
+    if not tokenizer_name:
+        raise CheckpointError(f"checkpoint {path}: a nanoGPT checkpoint carries no tokenizer; name it with "
+                              f"--tokenizer= (e.g. tiktoken:gpt2, sarvam, sutra, hf:DIR)")
+    tok = tk.load_tokenizer(tk.parse_name(tokenizer_name))
+    # nanoGPT pads GPT-2's 50257 ids to 50304 rows: a tokenizer may use fewer ids than the model has rows
+    if tok.vocab_size > model_args["vocab_size"]:
+        raise CheckpointError(f"checkpoint {path}: the model has {model_args['vocab_size']} token rows but tokenizer "
+                              f"{tokenizer_name} has {tok.vocab_size} ids: not this model's tokenizer")
+    return {"model_args": model_args, "model": state, "tokenizer": tk.export(tok), "path": path,
+            "config": {k: v for k, v in (ckpt.get("config") or {}).items() if isinstance(v, (str, int, float, bool))}}
+
+
+def import_transformers(source):
+    """A Llama- or GPT-2-architecture transformers model (hub name or local folder) as a checkpoint dict; its
+    tokenizer's files go into the checkpoint, so nothing needs the hub again."""
+    from transformers import AutoModelForCausalLM
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except Exception as e:  # offline hub, unknown name, missing files
+        raise CheckpointError(f"model {source}: could not be loaded through transformers ({one_line(e)})") from None
+    try:
+        model_args, state = convert.from_hf(hf_model)
+    except InputError as e:
+        raise CheckpointError(f"model {source}: {e}") from None
+    tok = tk.load_hf_tokenizer({"kind": "hf", "name": source}, source)
+    return {"model_args": model_args, "model": state, "tokenizer": tk.export(tok), "path": source}
 
 
 def model_args_problem(args):
@@ -147,9 +197,9 @@ def clean_state_dict(state_dict):
     return out
 
 
-def load_model(source, device="cpu"):
-    """(model in eval mode on device, tokenizer, checkpoint dict) from a run folder, .pt file or hf: path."""
-    ckpt = load(source, map_location=device)
+def load_model(source, device="cpu", tokenizer=""):
+    """(model in eval mode on device, tokenizer, checkpoint dict) from anything load() reads."""
+    ckpt = load(source, map_location=device, tokenizer=tokenizer)
     model = build_model(ckpt)
     model.to(device).eval()
     if "tokenizer" not in ckpt:

@@ -15,6 +15,7 @@ carries the file's bytes too (export/from_export), so a model can be sampled wit
 """
 import base64
 import hashlib
+import json
 import os
 import tempfile
 
@@ -142,7 +143,15 @@ class HFAutoTokenizer:
         return piece == self.tok.unk_token or (len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"))
 
     def files(self):
-        return {}
+        """The tokenizer's own files (save_pretrained), so a checkpoint carries them and needs no hub later."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.tok.save_pretrained(folder)
+            return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))
+                    if os.path.isfile(os.path.join(folder, name))}
+
+    def identity(self):
+        """What makes two copies the same tokenizer, wherever they were loaded from: vocabulary and special ids."""
+        return json.dumps([sorted(self.tok.get_vocab().items()), self.bos_id, self.eos_id], ensure_ascii=False).encode()
 
 
 # ----------------------------------------------------------------------------- parsing names and loading specs
@@ -203,20 +212,27 @@ def load_tokenizer(spec, base_dir=".", file_bytes=None):
                                  f"({one_line(e)})") from None
         return TiktokenTokenizer(encoding, spec)
     if kind == "hf":
-        from transformers import AutoTokenizer
-        try:
-            tok = AutoTokenizer.from_pretrained(spec["name"])
-        except Exception as e:  # offline hub, unknown id, gated repo, missing files
-            raise TokenizerError(f"tokenizer hf:{spec['name']}: could not load it "
-                                 f"({one_line(e)})") from None
-        return HFAutoTokenizer(tok, spec)
+        return load_hf_tokenizer(spec, spec["name"])
     raise TokenizerError(f"tokenizer spec {spec!r}: unknown kind {kind!r}")
+
+
+def load_hf_tokenizer(spec, source):
+    """A transformers tokenizer from a hub id or a folder (spec names where it first came from)."""
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except Exception as e:  # offline hub, unknown id, gated repo, missing files
+        raise TokenizerError(f"tokenizer hf:{spec['name']}: could not load it ({one_line(e)})") from None
+    return HFAutoTokenizer(tok, spec)
 
 
 def files_sha256(tok):
     """One SHA-256 over the tokenizer's spec and files: what meta.json and checkpoints record, so a dataset or
     checkpoint whose tokenizer file was swapped for another is refused instead of decoding garbage."""
     h = hashlib.sha256(repr(sorted((k, v) for k, v in tok.spec.items() if k != "vocab_size")).encode())
+    if isinstance(tok, HFAutoTokenizer):  # its saved files name the folder they came from: hash what it does
+        h.update(tok.identity())
+        return h.hexdigest()
     for name, data in sorted(tok.files().items()):
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
@@ -241,8 +257,15 @@ def export(tok):
 
 def from_export(exported):
     spec, files = exported["spec"], exported.get("files", {})
-    data = base64.b64decode(files[spec["file"]]) if "file" in spec and spec["file"] in files else None
-    tok = load_tokenizer(spec, file_bytes=data)
+    if spec["kind"] == "hf" and files:  # a transformers tokenizer saved whole into the checkpoint: no hub needed
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in files.items():
+                with open(os.path.join(folder, os.path.basename(name)), "wb") as f:
+                    f.write(base64.b64decode(data))
+            tok = load_hf_tokenizer(spec, folder)
+    else:
+        data = base64.b64decode(files[spec["file"]]) if "file" in spec and spec["file"] in files else None
+        tok = load_tokenizer(spec, file_bytes=data)
     if "sha256" in exported and files_sha256(tok) != exported["sha256"]:
         raise TokenizerError(f"tokenizer {describe(spec)}: the checkpoint's tokenizer does not match its recorded hash")
     return tok

@@ -2,6 +2,7 @@
 greedy story and logits (both recipes, SentencePiece and byte-level BPE tokenizers), GGUF files that transformers'
 own GGUF loader reads back, llama2.c files read back by a reader of our own, refusals in one line, and imports of
 nanoGPT-format and transformers checkpoints."""
+import json
 import os
 import struct
 
@@ -197,3 +198,79 @@ def test_hf_round_trip_through_from_hf(tmp_path, tokenizers):
         ids = torch.tensor([[tok.bos_id] + tok.encode(PROMPT)])
         with torch.no_grad():
             assert torch.allclose(back(ids, targets=ids)[0], model(ids, targets=ids)[0], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- imports
+
+def nanogpt_checkpoint(model, path, compiled=True):
+    """model's weights saved the way nanoGPT's train.py saves them: transformer.* names, the causal-mask buffer,
+    torch.compile's _orig_mod. prefix, model_args without a recipe, and no tokenizer."""
+    prefix = "_orig_mod." if compiled else ""
+    state = {}
+    for key, value in model.state_dict().items():
+        key = key.replace("blocks.", "h.", 1)
+        state[prefix + (key if key == "lm_head.weight" else "transformer." + key)] = value
+    T = model.config.block_size
+    for i in range(model.config.n_layer):
+        state[f"{prefix}transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(T, T)).view(1, 1, T, T)
+    c = model.config
+    torch.save({"model": state, "model_args": dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                                   block_size=T, bias=c.bias, vocab_size=c.vocab_size, dropout=0.0),
+                "iter_num": 5000, "best_val_loss": torch.tensor(1.5), "config": {"dataset": "hindi"}}, path)
+
+
+def test_nanogpt_checkpoint_samples_like_the_original(tmp_path, tokenizers):
+    sample = load_script("training-inference/sample.py")
+    tok = tokenizers["sp-bpe:500"]
+    run = trained_run(tmp_path, tok, "classic", bias=True)
+    model, _, _ = checkpoint.load_model(run)
+    nanogpt_checkpoint(model, tmp_path / "ckpt.pt")
+    convert.hf_tokenizer(tok).save_pretrained(tmp_path / "tok")  # the tokenizer, as a transformers folder
+    common = [f"--start={PROMPT}", "--temperature=0", "--max_new_tokens=20", "--output_format=jsonl"]
+    ours = run_main(sample.main, [f"--init_from={run}", f"--out_file={tmp_path / 'a.jsonl'}", *common])
+    theirs = run_main(sample.main, [f"--init_from={tmp_path / 'ckpt.pt'}", f"--tokenizer=hf:{tmp_path / 'tok'}",
+                                    f"--out_file={tmp_path / 'b.jsonl'}", *common])
+    assert ours.returncode == 0 and theirs.returncode == 0, theirs.stderr
+    stories = [json.loads((tmp_path / name).read_text().splitlines()[0])["story"] for name in ("a.jsonl", "b.jsonl")]
+    assert stories[0] == stories[1] and len(stories[0]) > len(PROMPT)
+
+    result = run_main(sample.main, [f"--init_from={tmp_path / 'ckpt.pt'}", *common])
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"error: checkpoint {tmp_path / 'ckpt.pt'}: a nanoGPT checkpoint carries no tokenizer; name it with "
+        f"--tokenizer= (e.g. tiktoken:gpt2, sarvam, sutra, hf:DIR)")
+    big = tk.train_tokenizer(tk.parse_name("bpe:800"), STORIES * 6, str(tmp_path / "big"))
+    convert.hf_tokenizer(big).save_pretrained(tmp_path / "bigtok")
+    result = run_main(sample.main, [f"--init_from={tmp_path / 'ckpt.pt'}", f"--tokenizer=hf:{tmp_path / 'bigtok'}",
+                                    *common])
+    assert result.returncode == 1 and f"has {big.vocab_size} ids: not this model's tokenizer" in result.stderr
+
+
+def test_gpt2_offline_is_one_line(tmp_path):
+    from helpers import ROOT, run
+    proc = run(os.path.join(ROOT, "training-inference", "sample.py"), "--init_from=gpt2", "--start=Once", check=False,
+               env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith("error: model gpt2: could not be loaded through transformers (")
+
+
+def test_a_local_transformers_model_loads_and_fine_tunes(tmp_path, tokenizers):
+    from helpers import PREPARE, TRAIN, run, story_records, write_jsonl
+    tok = tokenizers["sp-bpe:500"]
+    run_dir = trained_run(tmp_path, tok, "modern")
+    assert run_main(export.main, [run_dir, "--format=hf", f"--out={tmp_path / 'hf'}"]).returncode == 0
+    model, _, _ = checkpoint.load_model(run_dir)
+    imported, imported_tok, ckpt = checkpoint.load_model(str(tmp_path / "hf"))
+    ids = torch.tensor([[tok.bos_id] + tok.encode(PROMPT)])
+    with torch.no_grad():
+        assert torch.allclose(imported(ids, targets=ids)[0], model(ids, targets=ids)[0], atol=1e-5)
+    assert imported_tok.encode(PROMPT) == tok.encode(PROMPT)
+    assert ckpt["tokenizer"]["files"]  # the tokenizer travels inside: no hub needed later
+    corpus = write_jsonl(str(tmp_path / "c.jsonl"), story_records(6))
+    run(PREPARE, f"--input={corpus}", "--name=d", f"--out_dir={tmp_path / 'data'}", f"--tokenizer=hf:{tmp_path / 'hf'}",
+        "--val_fraction=0.2", "--workers=1")
+    proc = run(TRAIN, f"--init_from={tmp_path / 'hf'}", f"--data_root={tmp_path / 'data'}", "--dataset=d",
+               f"--out_dir={tmp_path / 'ft'}", "--max_iters=4", "--eval_interval=2", "--eval_iters=2",
+               "--batch_size=4", "--block_size=32", "--warmup_iters=1", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ft" / "ckpt_last.pt").is_file()

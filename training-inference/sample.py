@@ -24,7 +24,8 @@ from regional_tinystories.files import write_text_atomic
 from regional_tinystories.sampling import SamplingConfig, generate_stories
 
 DEFAULTS = dict(
-    init_from="out/run",       # run folder (its ckpt_best.pt), a .pt file, or hf:OWNER/REPO/FILE.pt
+    init_from="out/run",       # run folder (its ckpt_best.pt), a .pt file, hf:OWNER/REPO/FILE.pt, gpt2, a transformers folder
+    tokenizer="",              # for a checkpoint that carries no tokenizer (nanoGPT's): e.g. tiktoken:gpt2, sarvam
     start="",                  # prompt text, or FILE:path/to/prompts.txt (one prompt per line)
     num_samples=1,             # samples per prompt, generated together as one batch
     max_new_tokens=256,
@@ -98,7 +99,7 @@ def main(argv=None):
         prompts = read_prompts(cfg.start)
         device = runtime.pick_device(cfg.device)
         dtype = runtime.pick_dtype(cfg.dtype, device)
-        model, tokenizer, ckpt = load_model(cfg.init_from, device)
+        model, tokenizer, ckpt = load_model(cfg.init_from, device, cfg.tokenizer)
     except (ConfigError, checkpoint.CheckpointError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
     print(f"{ckpt['path']}: {model.num_params() / 1e6:.2f}M params, tokenizer {tk.describe(tokenizer.spec)}, "

@@ -50,7 +50,9 @@ from regional_tinystories.model import KVCache
 from regional_tinystories.sampling import SamplingConfig, encode_prompt, sample_next
 
 DEFAULTS = dict(
-    init_from="out/run",        # run folder (its ckpt_best.pt), a .pt file, or hf:OWNER/REPO/FILE.pt; A,B serves both
+    init_from="out/run",        # run folder (its ckpt_best.pt), a .pt file, hf:OWNER/REPO/FILE.pt, gpt2, a transformers
+                                # folder; A,B serves both
+    tokenizer="",               # for checkpoints that carry no tokenizer (nanoGPT's): e.g. tiktoken:gpt2, sarvam
     model_name="",              # the id(s) clients pass as "model" (comma-separated); empty: the init_from value(s)
     host="127.0.0.1",           # loopback only; any other address lets the network use the model, without a key
     port=8000,                  # 0 picks a free port (printed at start)
@@ -706,7 +708,7 @@ def load_slots(cfg, device, dtype):
         raise ConfigError(f"model_name must give one distinct name per init_from checkpoint, got {cfg.model_name!r}")
     slots = []
     for source, name in zip(sources, names):
-        model, tokenizer, ckpt = load_model(source, device)
+        model, tokenizer, ckpt = load_model(source, device, cfg.tokenizer)
         config = ckpt.get("config") or {}
         language = metrics.language_in(f"{config.get('dataset', '')} {source}")
         print(f"{ckpt['path']}: {model.num_params() / 1e6:.2f}M params, tokenizer {tk.describe(tokenizer.spec)}, "

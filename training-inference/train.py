@@ -52,7 +52,9 @@ DEFAULTS = dict(
     out_dir="out/run",
     dataset="demo-hindi",          # folder under data_root written by prepare.py
     data_root="data",
-    init_from="scratch",           # 'scratch', 'resume' (out_dir/ckpt_last.pt), a .pt path or run folder, hf:OWNER/REPO/FILE.pt
+    init_from="scratch",           # 'scratch', 'resume' (out_dir/ckpt_last.pt), a .pt path or run folder, hf:OWNER/REPO/FILE.pt,
+                                   # gpt2 / gpt2-medium / gpt2-large / gpt2-xl, or a transformers model folder
+    tokenizer="",                  # with init_from a nanoGPT .pt (which carries none): its tokenizer, e.g. tiktoken:gpt2
     eval_interval=200,
     eval_iters=20,                 # batches per split for each evaluation
     log_interval=10,
@@ -124,7 +126,7 @@ def train(argv, signals):
                 note = f" (lr_decay_iters is unset, so the learning-rate schedule now ends at {new})"
             say(f"resume: {key} {old!r} -> {new!r}{note}")
     elif settings["init_from"] != "scratch":
-        ckpt = checkpoint.load(settings["init_from"], default_name="ckpt_last.pt")
+        ckpt = checkpoint.load(settings["init_from"], default_name="ckpt_last.pt", tokenizer=settings["tokenizer"])
         settings = fine_tune_settings(ckpt, settings, given)
     check_settings(settings)
     cfg = SimpleNamespace(**settings)
@@ -167,12 +169,15 @@ def train(argv, signals):
                                 recipe=cfg.recipe, qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
     else:
         model = checkpoint.build_model(ckpt, dropout=cfg.dropout)
-        if model.config.vocab_size != meta["vocab_size"]:
+        recorded = ckpt.get("tokenizer", {}).get("sha256")
+        same_tokenizer = recorded is not None and recorded == tk.files_sha256(tokenizer)
+        # a model may have more token rows than its tokenizer has ids (nanoGPT pads GPT-2's 50257 to 50304)
+        if model.config.vocab_size < meta["vocab_size"] or (model.config.vocab_size != meta["vocab_size"]
+                                                           and not same_tokenizer):
             raise checkpoint.CheckpointError(
                 f"checkpoint {ckpt['path']}: vocabulary {model.config.vocab_size} does not match dataset "
                 f"{cfg.dataset} ({meta['vocab_size']}); prepare the data with the checkpoint's tokenizer")
-        recorded = ckpt.get("tokenizer", {}).get("sha256")
-        if recorded is not None and recorded != tk.files_sha256(tokenizer):
+        if recorded is not None and not same_tokenizer:
             raise checkpoint.CheckpointError(f"checkpoint {ckpt['path']}: its tokenizer is not the one of dataset "
                                              f"{data_dir}; prepare the data with the checkpoint's tokenizer")
         say(f"initialising from {ckpt['path']} (iteration {ckpt.get('iter_num', 0)})")
