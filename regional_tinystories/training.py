@@ -88,10 +88,10 @@ def check_settings(settings):
         raise ConfigError(problem)
 
 
-def resume_settings(ckpt, given, defaults, choices=None, types=None):
-    """The settings of the run saved in ckpt, with the given ones that differ applied where RESUME_MAY_CHANGE
-    allows: (settings, [(key, saved value, new value)]). Any other difference is refused, all of them in one line.
-    Saved keys this script no longer has are ignored; keys it has gained take their defaults."""
+def resume_settings(ckpt, given, defaults, choices=None, types=None, may_change=RESUME_MAY_CHANGE):
+    """The settings of the run saved in ckpt, with the given ones that differ applied where may_change (by default
+    RESUME_MAY_CHANGE) allows: (settings, [(key, saved value, new value)]). Any other difference is refused, all of
+    them in one line. Saved keys this script no longer has are ignored; keys it has gained take their defaults."""
     saved = ckpt.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"checkpoint {ckpt['path']}: records no config, so it cannot be resumed")
@@ -101,10 +101,10 @@ def resume_settings(ckpt, given, defaults, choices=None, types=None):
                 "init_from": "resume", "out_dir": given.get("out_dir", defaults["out_dir"])}
     changes = [(key, settings[key], value) for key, value in given.items()
                if key not in ("init_from", "out_dir") and value != settings[key]]
-    refused = [f"{key}={new!r} (the run has {old!r})" for key, old, new in changes if key not in RESUME_MAY_CHANGE]
+    refused = [f"{key}={new!r} (the run has {old!r})" for key, old, new in changes if key not in may_change]
     if refused:
         raise ConfigError(f"resume from {ckpt['path']}: {', '.join(refused)} would make it a different run; only "
-                          f"{', '.join(RESUME_MAY_CHANGE)} may change on resume (train into a new out_dir instead)")
+                          f"{', '.join(may_change)} may change on resume (train into a new out_dir instead)")
     settings.update({key: new for key, _, new in changes})
     return settings, changes
 
@@ -254,9 +254,10 @@ class TrainState:
 
 
 def save_checkpoint(out_dir, names, *, model, optimizer, scaler, state, config, meta, tokenizer, data_generator,
-                    ddp=False):
+                    ddp=False, extra=None):
     """Write one checkpoint to each named file in out_dir, in the order given. Under DDP every rank calls it (each
-    contributes its data generator's state) and rank 0 writes."""
+    contributes its data generator's state) and rank 0 writes. extra: more top-level entries (plain values), such
+    as the fingerprint of a distillation teacher. state may be any dataclass (TrainState or a script's own)."""
     data_rng = [data_generator.get_state()]
     if ddp:
         data_rng = [None] * torch.distributed.get_world_size()
@@ -266,14 +267,14 @@ def save_checkpoint(out_dir, names, *, model, optimizer, scaler, state, config, 
     contents = {**asdict(state), "model_args": model.model_args(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "config": config,
                 "dataset": config["dataset"], "meta": meta, "tokenizer": tokenizer, "rng": runtime.rng_state(),
-                "data_rng": data_rng}
+                "data_rng": data_rng, **(extra or {})}
     for name in names:
         checkpoint.save_atomic(contents, os.path.join(out_dir, name))
 
 
-def resume_state(ckpt, optimizer, scaler, data_generator, rank=0, world_size=1):
-    """Restore the optimizer, scaler, RNG and this rank's data generator from ckpt; returns its TrainState, with
-    no stop reason (the resumed run decides afresh when to stop)."""
+def resume_state(ckpt, optimizer, scaler, data_generator, rank=0, world_size=1, state_class=TrainState):
+    """Restore the optimizer, scaler, RNG and this rank's data generator from ckpt; returns its state (a
+    state_class, TrainState by default), with no stop reason (the resumed run decides afresh when to stop)."""
     path = ckpt["path"]
     missing = [key for key in ("optimizer", "scaler", "rng", "data_rng", "iter_num") if key not in ckpt]
     if missing:
@@ -296,7 +297,7 @@ def resume_state(ckpt, optimizer, scaler, data_generator, rank=0, world_size=1):
                                           f"not fit a parameter of shape {tuple(p.shape)}")
     runtime.set_rng_state(ckpt["rng"])
     data_generator.set_state(ckpt["data_rng"][rank])
-    state = TrainState.from_checkpoint(ckpt)
+    state = state_class(**{f.name: ckpt[f.name] for f in fields(state_class) if f.name in ckpt})
     state.stop_reason = None
     return state
 
@@ -378,7 +379,7 @@ def start_wandb(config, out_dir, say):
         return None
 
 
-def write_summary(cfg, meta, model, state, seconds):
+def write_summary(cfg, meta, model, state, seconds, command=""):
     """summary.json (the run's size, data, final and best validation loss and bits per byte, time, why it stopped)
     and loss.png in cfg.out_dir; returns the summary."""
     plot_loss_curves([(cfg.dataset, os.path.join(cfg.out_dir, "log.jsonl"))], os.path.join(cfg.out_dir, "loss.png"),
@@ -391,7 +392,7 @@ def write_summary(cfg, meta, model, state, seconds):
                "tokenizer": meta.get("tokenizer_name", ""), "learning_rate": cfg.learning_rate,
                "warmup_iters": cfg.warmup_iters, "final_val_loss": state.val_loss, "final_val_bpb": state.val_bpb,
                "best_val_loss": best, "best_val_bpb": bits_per_byte(best, meta, "val") if best is not None else None,
-               "seconds": seconds, "stop_reason": state.stop_reason}
+               "seconds": seconds, "stop_reason": state.stop_reason, "command": command}
     write_json_atomic(os.path.join(cfg.out_dir, "summary.json"), summary)
     return summary
 

@@ -50,5 +50,5 @@ def test_bad_rating_files_give_one_clear_error(tmp_path, record, message):
 
 
 def test_an_empty_folder_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match="error: no .jsonl or .json files in"):
+    with pytest.raises(SystemExit, match="folder has no .jsonl/.json"):
         aggregate_ratings.main([str(tmp_path), "--out", str(tmp_path / "out")])

@@ -274,3 +274,52 @@ def test_a_local_transformers_model_loads_and_fine_tunes(tmp_path, tokenizers):
                "--batch_size=4", "--block_size=32", "--warmup_iters=1", check=False)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ft" / "ckpt_last.pt").is_file()
+
+
+# ----------------------------------------------------------------------------- the hub
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from helpers import TRAIN, prepare_dataset, run
+    tmp = tmp_path_factory.mktemp("upload")
+    root = prepare_dataset(tmp, name="demo-hindi")
+    out = tmp / "run"
+    run(TRAIN, "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--max_iters=6",
+        "--eval_interval=3", "--eval_iters=2", "--warmup_iters=1", "--dataset=demo-hindi", f"--data_root={root}",
+        f"--out_dir={out}")
+    return out
+
+
+def test_upload_stages_the_checkpoint_an_export_and_a_model_card(tmp_path, finished_run):
+    upload = load_script("scripts/upload_hf.py")
+    stage = tmp_path / "stage"
+    result = run_main(upload.main, [str(finished_run), "--repo=someone/tiny-hindi", "--stage_only",
+                                    f"--out_dir={stage}"])
+    assert result.returncode == 0, result.stderr
+    assert {"ckpt_best.pt", "model.safetensors", "config.json", "tokenizer.json", "loss.png", "README.md"} <= \
+        set(os.listdir(stage))
+    card = (stage / "README.md").read_text(encoding="utf-8")
+    summary = json.loads((finished_run / "summary.json").read_text())
+    model, _, _ = checkpoint.load_model(str(finished_run))
+    assert card.startswith("---\nlanguage: hi\n")
+    assert f"{model.num_params():,} ({model.num_params(non_embedding=True):,} without embeddings)" in card
+    assert f"| training tokens | {summary['tokens']:,} |" in card
+    assert f"| best val bits per byte | {summary['best_val_bpb']:.4f} |" in card
+    assert "python training-inference/train.py --n_layer=2" in card and "![loss curve](loss.png)" in card
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(stage) is not None
+
+
+def test_upload_errors_are_one_line_and_never_show_the_token(tmp_path, finished_run):
+    from helpers import ROOT, run
+    script = os.path.join(ROOT, "scripts", "upload_hf.py")
+    env = {"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": ""}
+    proc = run(script, str(finished_run), "--repo=someone/x", check=False, env=env)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: HF_TOKEN is not set: create a write token on the hub and export HF_TOKEN=..."]
+    # a hub that is not there (a closed loopback port): the upload fails in one line
+    env.update(HF_TOKEN="hf_secret_token_value", HF_ENDPOINT="http://127.0.0.1:9")
+    proc = run(script, str(finished_run), "--repo=someone/x", check=False, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: upload to someone/x failed (")
+    assert "hf_secret_token_value" not in proc.stderr + proc.stdout

@@ -48,6 +48,8 @@ def export_hf(model, tok, ckpt, out):
 
 def main(argv=None):
     args = parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()  # a tiny model's shard bar is noise around the one result line
     try:
         model, tok, ckpt = checkpoint.load_model(args.init_from)
         os.makedirs(args.out, exist_ok=True)

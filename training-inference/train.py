@@ -14,6 +14,7 @@ Ctrl-C (SIGINT) or SIGTERM stops after the current iteration, saves ckpt_last.pt
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -308,7 +309,8 @@ def train(argv, signals):
         print(f"{state.stop_reason} at iteration {state.iter_num}: {saved_note}; resume with: "
               f"{resume_command(os.path.relpath(__file__), cfg.out_dir, world_size)}", file=sys.stderr)
     elif writes:
-        summary = write_summary(cfg, meta, raw_model, state, elapsed)
+        command = shlex.join(["python", "training-inference/train.py", *argv])
+        summary = write_summary(cfg, meta, raw_model, state, elapsed, command=command)
         val = "no eval"
         if state.val_loss is not None:
             val = f"val loss {state.val_loss:.4f} (bpb {state.val_bpb:.4f})"
