@@ -8,6 +8,12 @@ POST /v1/chat/completions answers, after --delay seconds, with a canned children
 --language together with judge scores, so all three make_requests modes work against it:
     {"story": "...", "context awareness": 7, "completeness": 8, ...}
 
+--stories CORPUS (e.g. data/demo/hindi.jsonl.gz) makes it answer like a real LLM on the whole pipeline: a story
+prompt whose noun, verb, adjective and ending are those of a corpus record gets that record's story (so a run of
+generate over generate_prompts.py's prompts yields the demo corpus itself, a different story per prompt), and
+every reply's judge scores are computed from the prompt's text — deterministic, and FAKE: they measure word
+variety and length, not quality (see fake_scores).
+
 Failure modes, to watch the retries at work:
     --error_rate 0.1     answer HTTP 500 to that fraction of requests
     --script FILE        JSON {"text in a prompt": ["429", "hang", "ok"], ...}: the requests whose
@@ -86,6 +92,36 @@ def chat_completion(text, model, finish_reason="stop"):
                          "finish_reason": finish_reason}]}
 
 
+def load_stories(path):
+    """{(noun, verb, adjective, ending): story} of a corpus in make_requests.py's record format."""
+    from regional_tinystories.files import input_files, read_input_records
+    stories = {}
+    for file in input_files([path], recursive=True):
+        for _, record in read_input_records(file):
+            key = tuple(record.get(field) for field in ("noun", "verb", "adjective", "ending"))
+            if all(isinstance(value, str) for value in key) and isinstance(record.get("story"), str):
+                stories[key] = record["story"]
+    return stories
+
+
+def fake_scores(text):
+    """Judge scores that are a fixed function of the text (of the story a judge prompt quotes), FAKE: for offline
+    dry runs of the pipeline, not a judgement. More varied words and more words give higher scores, 1..10."""
+    import regex
+    quoted = regex.findall(r'"""(.*?)"""', text, flags=regex.S)  # a judge prompt quotes the story it is about
+    words = regex.findall(r"[\p{L}\p{M}]+", (quoted[-1] if quoted else text).lower())
+    if not words:
+        return {field: 1 for field in CANNED_SCORES}
+    distinct = len(set(words)) / len(words)
+    bigrams = list(zip(words, words[1:]))
+    distinct_2 = len(set(bigrams)) / max(len(bigrams), 1)
+    length = min(1.0, len(words) / 200)
+    clip = lambda x: max(1, min(10, round(x)))  # noqa: E731
+    return {"context awareness": clip(3 + 6 * distinct_2), "completeness": clip(2 + 8 * length),
+            "grammar": clip(4 + 5 * distinct_2), "fluency": clip(3 + 6 * distinct), "creativity": clip(2 + 8 * distinct),
+            "overall": clip(2 + 4 * distinct + 4 * length)}
+
+
 class FakeLLMServer:
     """The server; use it as a context manager in tests (it runs on its own thread):
 
@@ -96,9 +132,14 @@ class FakeLLMServer:
             server.api_keys  # the bearer token of each request (None without one)
     """
 
-    def __init__(self, delay=0.0, language="english", error_rate=0.0, script=None, seed=0, port=0):
+    def __init__(self, delay=0.0, language="english", error_rate=0.0, script=None, seed=0, port=0, stories=None):
         self.delay = delay
         self.canned_reply = json.dumps({"story": CANNED_STORIES[language], **CANNED_SCORES}, ensure_ascii=False)
+        self.canned_story = CANNED_STORIES[language]
+        self.stories = load_stories(stories) if stories else None
+        self.stories_by_noun = {}
+        for key in self.stories or {}:
+            self.stories_by_noun.setdefault(key[0], []).append(key)
         self.error_rate = error_rate
         check_script(script or {})
         self.script = {text: list(steps) for text, steps in (script or {}).items()}
@@ -133,7 +174,7 @@ class FakeLLMServer:
             await asyncio.sleep(self.delay)
         model = body.get("model", "fake")
         if step == "ok":
-            return web.json_response(chat_completion(self.canned_reply, model))
+            return web.json_response(chat_completion(self.reply_for(prompt), model))
         if step == "length":
             return web.json_response(chat_completion(self.canned_reply[:40], model, finish_reason="length"))
         if step.startswith("reply:"):
@@ -150,6 +191,19 @@ class FakeLLMServer:
         headers = {"Retry-After": "0"} if step == "429" else {}
         return web.json_response({"error": {"message": f"scripted failure {step}"}}, status=int(step),
                                  headers=headers)
+
+    def reply_for(self, prompt):
+        """The canned reply; with --stories, the corpus story whose prompt words these are, and scores of the
+        prompt's text."""
+        if self.stories is None:
+            return self.canned_reply
+        story = self.canned_story
+        for noun in (noun for noun in self.stories_by_noun if f'"{noun}"' in prompt):
+            match = next((key for key in self.stories_by_noun[noun] if all(f'"{word}"' in prompt for word in key)), None)
+            if match:
+                story = self.stories[match]
+                break
+        return json.dumps({"story": story, **fake_scores(prompt)}, ensure_ascii=False)
 
     async def _huge_reply(self, request, size, model):
         head, tail = json.dumps(chat_completion("@CONTENT@", model)).encode().split(b"@CONTENT@")
@@ -218,6 +272,8 @@ def main(argv=None):
     parser.add_argument("--error_rate", type=float, default=0.0, help="answer HTTP 500 to this fraction")
     parser.add_argument("--script", help="JSON file of scripted answers, see above")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stories", help="a corpus (file or folder) whose stories answer the prompts they were "
+                                          "written for, with fake scores computed from each prompt (see above)")
     args = parser.parse_args(rename_deprecated_options(sys.argv[1:] if argv is None else list(argv),
                                                        underscored("--error-rate")))
     script = None
@@ -229,7 +285,7 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             parser.exit(1, f"error: --script {args.script}: {e}\n")
     server = FakeLLMServer(delay=args.delay, language=args.language, error_rate=args.error_rate,
-                           script=script, seed=args.seed, port=args.port)
+                           script=script, seed=args.seed, port=args.port, stories=args.stories)
     try:
         asyncio.run(serve_forever(server))
     except KeyboardInterrupt:

@@ -44,7 +44,8 @@ from regional_tinystories.plots import plot_loss_curves
 
 # What a resumed run may change: how long it runs, how it is evaluated, logged and saved, and where it runs. Any
 # other setting would make the rest of the run a different run from the one in the checkpoint.
-RESUME_MAY_CHANGE = ("max_iters", "eval_interval", "log_interval", "eval_iters", "eval_only", "always_save_checkpoint",
+RESUME_MAY_CHANGE = ("max_iters", "max_seconds", "eval_interval", "log_interval", "eval_iters", "eval_only",
+                     "always_save_checkpoint",
                      "early_stop_patience", "early_stop_min_delta", "wandb_mode", "wandb_project", "wandb_run_name",
                      "data_root", "device", "compile")
 # What a model initialised from a checkpoint takes from it (block_size may shrink; dropout may change)
@@ -53,7 +54,7 @@ ARCHITECTURE = ("n_layer", "n_head", "n_embd", "recipe", "bias", "qk_norm", "tie
 AT_LEAST = dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, n_layer=1, n_head=1, n_embd=1,
                 eval_interval=1, log_interval=1, eval_iters=1, max_iters=0, warmup_iters=0, lr_decay_iters=1,
                 early_stop_patience=0)
-NOT_NEGATIVE = ("min_lr", "weight_decay", "grad_clip", "early_stop_min_delta")
+NOT_NEGATIVE = ("max_seconds", "min_lr", "weight_decay", "grad_clip", "early_stop_min_delta")
 FRACTIONS = dict(beta1=False, beta2=False, wsd_decay_fraction=True)  # in [0, 1), or [0, 1] where True
 
 

@@ -1,4 +1,5 @@
 """The README's main command, end to end on a reduced setting: prepare -> train on CPU -> sample."""
+import gzip
 import json
 import os
 import subprocess
@@ -35,3 +36,30 @@ def test_quickstart_rejects_unknown_language(tmp_path):
     proc = run_quickstart(tmp_path, "klingon")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: no demo corpus for 'klingon' (choose hindi, marathi, bangla or english)"
+
+
+def test_full_pipeline_runs_every_stage_offline(tmp_path):
+    """--full at reduced size: prompts -> stories from the fake LLM (the demo stories written for those prompts) ->
+    prepare -> train -> sample -> fake judge -> ratings table -> results table."""
+    env = dict(os.environ, DATA_ROOT=str(tmp_path / "data"), OUT_ROOT=str(tmp_path / "out"), MAX_ITERS="6",
+               NUM_PROMPTS="3", MAX_NEW_TOKENS="10", TOKENIZER="sp-bpe:1024", OMP_NUM_THREADS="1", STORY_PROMPTS="40")
+    proc = subprocess.run(["bash", QUICKSTART, "--full", "hindi"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "out" / "full-hindi"
+    for step in range(1, 9):
+        assert f"== {step}/8 " in proc.stdout
+    stories = [json.loads(line) for f in sorted((run / "stories").glob("*.jsonl")) if ".failed." not in f.name
+               for line in f.read_text(encoding="utf-8").splitlines()]
+    assert len(stories) == 80
+    with gzip.open(os.path.join(ROOT, "data", "demo", "hindi.jsonl.gz"), "rt", encoding="utf-8") as f:
+        demo = {record["ID"]: record["story"] for record in map(json.loads, f)}
+    answered = [s for s in stories if s["ID"] in demo]
+    assert answered and all(s["story"] == demo[s["ID"]] for s in answered)  # each prompt got its own story
+    assert len({s["story"] for s in answered}) == len(answered)
+    ratings = [json.loads(line) for f in (run / "ratings").glob("*.jsonl") if ".failed." not in f.name
+               for line in f.read_text().splitlines()]
+    assert len(ratings) == 3 and all(1 <= r["overall"] <= 10 for r in ratings)
+    assert (run / "results" / "ratings.md").is_file() and (run / "results" / "ratings.png").is_file()
+    assert any(p.suffix == ".md" for p in (run / "results").iterdir() if p.name != "ratings.md")
+    assert "held-out bits per byte:" in proc.stdout

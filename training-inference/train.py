@@ -81,6 +81,7 @@ DEFAULTS = dict(
     # optimizer: AdamW, weight decay on 2-D weights only
     learning_rate=1e-3,
     max_iters=2000,
+    max_seconds=0.0,               # > 0: evaluate, save and stop once training has run this long (a time budget)
     weight_decay=0.1,
     beta1=0.9,
     beta2=0.95,
@@ -223,7 +224,12 @@ def train(argv, signals):
 
         # evaluate every eval_interval iterations and at the end, once per iteration (a resumed run has
         # evaluated the iteration it starts from already)
-        due = state.iter_num % cfg.eval_interval == 0 or state.iter_num >= cfg.max_iters
+        out_of_time = cfg.max_seconds > 0 and time.time() - t_start >= cfg.max_seconds
+        if ddp and cfg.max_seconds > 0:  # every rank stops at the same iteration
+            flag = torch.tensor([float(out_of_time)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        due = state.iter_num % cfg.eval_interval == 0 or state.iter_num >= cfg.max_iters or out_of_time
         if cfg.eval_only or (due and state.last_eval_iter != state.iter_num):
             result = evaluate(model, eval_batches, meta, cfg.eval_iters, cfg.seed, ctx, device)
             state.last_eval_iter, state.val_loss, state.val_bpb = state.iter_num, result["val_loss"], result["val_bpb"]
@@ -256,6 +262,8 @@ def train(argv, signals):
             state.stop_reason = "eval_only"
         if state.stop_reason is None and state.iter_num >= cfg.max_iters:
             state.stop_reason = "max_iters"
+        if state.stop_reason is None and out_of_time:
+            state.stop_reason = f"max_seconds ({cfg.max_seconds:g} s)"
         if to_save:
             save_checkpoint(cfg.out_dir, to_save, **checkpoint_parts)
         if state.stop_reason is not None:
