@@ -45,9 +45,28 @@ def rope_tables(head_dim, length, theta):
     return angles.cos(), angles.sin()
 
 
+def rope_frequencies(head_dim, length, theta):
+    """e^(i * position * frequency) for every position and pair of dimensions: (length, head_dim / 2), complex."""
+    cos, sin = rope_tables(head_dim, length, theta)
+    return torch.complex(cos, sin)
+
+
+def rotate(x, freqs):
+    """RoPE as one complex multiplication: each adjacent pair (x[2i], x[2i+1]) of the last dimension is a complex
+    number turned by its position's angle. x: (B, T, H, D); freqs: (T, D/2), or (B, T, D/2) when every row has
+    positions of its own. Same result as apply_rope, in a fraction of the time (one fused multiply, no stack)."""
+    freqs = freqs.unsqueeze(-2)  # broadcast over heads
+    if torch.compiler.is_compiling():  # inductor has no complex kernels, but fuses the written-out form into one
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        cos, sin = freqs.real, freqs.imag
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * freqs).flatten(-2).type_as(x)
+
+
 def apply_rope(x, cos, sin):
-    """Rotate pairs (x1, x2) of the last dimension by position-dependent angles. x: (B, H, T, D); cos, sin: (T, D/2),
-    or (B, 1, T, D/2) when every row has positions of its own."""
+    """Rotate pairs (x1, x2) of the last dimension by position-dependent angles, written out (the reference for
+    rotate(), and what the attention plots use). x: (B, H, T, D); cos, sin: (T, D/2)."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return rotated.flatten(-2).type_as(x)
@@ -90,11 +109,12 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, rope=None, cache=None, attn_mask=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head) for t in (q, k, v))  # (B, T, H, D)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.use_rope:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = rotate(q, rope), rotate(k, rope)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D) for attention
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         # a single new token may attend to everything cached; a prompt (T > 1) is causal within itself.
@@ -158,9 +178,8 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.lm_head.weight = self.wte.weight
         if config.recipe == "modern":
-            cos, sin = rope_tables(config.n_embd // config.n_head, config.block_size, config.rope_theta)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            freqs = rope_frequencies(config.n_embd // config.n_head, config.block_size, config.rope_theta)
+            self.register_buffer("rope_freqs", freqs, persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith("c_proj.weight"):
@@ -197,10 +216,8 @@ class GPT(nn.Module):
         rope = None
         if self.wpe is not None:
             x = x + self.wpe(positions)
-        elif positions.dim() == 1:
-            rope = (self.rope_cos[positions], self.rope_sin[positions])
         else:
-            rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])
+            rope = self.rope_freqs[positions]  # (T, D/2), or (B, T, D/2) for rows with positions of their own
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rope, cache, attn_mask)

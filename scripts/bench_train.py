@@ -1,85 +1,143 @@
 """
-CPU training throughput of train.py on the ~10M-parameter benchmark model (configs/bench-10m.py): the same
-steps in float32 and in bfloat16 autocast, with torch.compile off and on, measured in one run.
+CPU training speed, every contender in this one process and measured step by step in turn (A B C A B C ...), so
+that the ratios hold while other jobs share the cores.
 
-    python scripts/bench_train.py [--steps=20] [--modes=fp32,bf16,fp32+compile,bf16+compile]
+    python scripts/bench_train.py                                  # 6L/6H/384, block 256, batch 16, vocab 8192
+    python scripts/bench_train.py --steps=50 --compile             # + torch.compile contenders
+    python scripts/bench_train.py --nanogpt=/path/to/nanoGPT      # + nanoGPT's own model.py, side by side
 
-Prints tokens/s per mode and its ratio to fp32, the final training loss (bf16 target: within 2% of fp32),
-and achieved FLOP/s against a matmul peak measured in the same run. Target on a CPU with native bf16
-(AVX-512 BF16 / AMX): bf16 >= 2.5x fp32 tokens/s. Without native bf16, PyTorch emulates bf16 matmuls and
-they are far slower than fp32; the script says so and train.py's dtype=auto keeps such CPUs on fp32.
+Contenders: the baseline is nanoGPT's recipe as this project writes it (classic GPT-2 blocks, float32, eager,
+AdamW without the fused kernel, as nanoGPT uses on a CPU); then the modern recipe (RoPE, RMSNorm, SwiGLU) in
+float32 with the fused AdamW train.py uses, and in bfloat16 autocast where the CPU has native bf16 (AVX-512 BF16 /
+AMX; elsewhere bf16 is emulated and far slower, so it is left out unless --bf16 is given). All see the same
+batches from the same initial seed. Printed: tokens/s (median over steps), the per-step ratio to the baseline
+(median, min–max), achieved GFLOP/s (6N + attention FLOPs per token) against matmul peaks measured now (fp32, and
+bf16 on native bf16 tensors), and each contender's loss after the last step next to the baseline's.
 """
 import argparse
-import json
+import importlib.util
 import os
-import runpy
-import subprocess
+import statistics
 import sys
-import tempfile
+import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import torch
+
 from regional_tinystories import runtime
 from regional_tinystories.model import GPT, ModelConfig
 
-MODES = {"fp32": ("float32", False), "bf16": ("bfloat16", False),
-         "fp32+compile": ("float32", True), "bf16+compile": ("bfloat16", True)}
-WARMUP_STEPS = 3  # first steps pay for allocation and compilation; they are not timed
+
+def matmul_peak(dtype, n=1024, seconds=1.0):
+    """FLOP/s of an n x n matmul on tensors of that dtype (not autocast: its casts would be measured too)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n ** 3 * count / (time.perf_counter() - start)
 
 
-def run_mode(data_root, out_dir, steps, dtype, compile_):
-    cmd = [sys.executable, os.path.join(ROOT, "training-inference", "train.py"), "configs/bench-10m.py",
-           f"--data_root={data_root}", "--dataset=bench", f"--out_dir={out_dir}", f"--max_iters={steps}",
-           "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--warmup_iters=5", "--device=cpu",
-           f"--dtype={dtype}", f"--compile={compile_}", "--learning_rate=1e-3"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TQDM_DISABLE="1"))
-    if proc.returncode:
-        sys.exit(f"error: train.py failed for {dtype} compile={compile_}: {proc.stderr.strip().splitlines()[-1]}")
-    with open(os.path.join(out_dir, "log.jsonl")) as f:
-        steps_log = [r for r in map(json.loads, f) if r["type"] == "train"]
-    timed = steps_log[WARMUP_STEPS:]
-    tokens_per_s = sum(r["tokens_per_s"] for r in timed) / len(timed)
-    return tokens_per_s, steps_log[-1]["loss"]
+def nanogpt_model(path, args, vocab):
+    """nanoGPT's GPT from its own model.py (not part of this project: fetched and run beside it)."""
+    spec = importlib.util.spec_from_file_location("nanogpt_model", os.path.join(path, "model.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.GPTConfig(block_size=args.block_size, vocab_size=vocab, n_layer=args.n_layer, n_head=args.n_head,
+                              n_embd=args.n_embd, dropout=0.0, bias=False)
+    return module.GPT(config)
+
+
+class Contender:
+    def __init__(self, name, model, dtype="float32", fused=False, compile_=False):
+        self.name, self.dtype = name, dtype
+        self.model = torch.compile(model) if compile_ else model
+        self.raw = model
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        rest = [p for p in model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0}],
+                                           lr=1e-3, betas=(0.9, 0.95), fused=fused)
+        self.seconds, self.loss = [], None
+
+    def step(self, x, y):
+        start = time.perf_counter()
+        with runtime.autocast("cpu", self.dtype):
+            _, loss = self.model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.raw.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss = loss.item()
+        return time.perf_counter() - start
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--modes", default="fp32,bf16,fp32+compile")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of every contender (after 3 untimed)")
+    p.add_argument("--n_layer", type=int, default=6)
+    p.add_argument("--n_head", type=int, default=6)
+    p.add_argument("--n_embd", type=int, default=384)
+    p.add_argument("--block_size", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--vocab_size", type=int, default=8192)
+    p.add_argument("--compile", action="store_true", help="add torch.compile contenders")
+    p.add_argument("--bf16", action="store_true", help="add bf16 contenders even without native bf16 (slow)")
+    p.add_argument("--nanogpt", default="", help="a nanoGPT checkout: its model.py joins as a contender")
     args = p.parse_args()
-    modes = args.modes.split(",")
-    for m in modes:
-        if m not in MODES:
-            sys.exit(f"error: unknown mode {m!r}; choose from {', '.join(MODES)}")
-    peaks = {d: runtime.measure_matmul_flops("cpu", d, seconds=1.0) for d in ("float32", "bfloat16")}
-    print(f"CPU matmul peak (1024x1024, measured now): fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, "
-          f"bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s; native bf16 instructions: {runtime.cpu_supports_bf16()}")
-    if not runtime.cpu_supports_bf16():
-        print("note: this CPU has no AVX-512 BF16 / AMX, so bf16 is emulated and slower than fp32; "
-              "train.py's dtype=auto uses fp32 here")
-    with tempfile.TemporaryDirectory() as tmp:
-        data_root = os.path.join(tmp, "data")
-        prep = subprocess.run([sys.executable, os.path.join(ROOT, "training-inference", "data", "prepare.py"),
-                               "--input=data/demo/english.jsonl", f"--out_dir={data_root}", "--name=bench",
-                               "--tokenizer=sp-bpe:4096", "--val_fraction=0.1"], capture_output=True, text=True, cwd=ROOT)
-        if prep.returncode:
-            sys.exit(f"error: prepare.py failed: {prep.stderr.strip()}")
-        cfg = runpy.run_path(os.path.join(ROOT, "configs", "bench-10m.py"))
-        with open(os.path.join(data_root, "bench", "meta.json")) as f:
-            vocab = json.load(f)["vocab_size"]
-        model = GPT(ModelConfig(vocab_size=vocab, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
-                                n_head=cfg["n_head"], n_embd=cfg["n_embd"], recipe=cfg["recipe"]))
-        flops_per_token = model.flops_per_token()
-        print(f"model: {model.num_params() / 1e6:.1f}M parameters, batch {cfg['batch_size']} x {cfg['block_size']} "
-              f"tokens, {args.steps} steps ({WARMUP_STEPS} untimed)")
-        print(f"{'mode':<14} {'tokens/s':>9} {'x fp32':>7} {'final loss':>10} {'GFLOP/s':>8} {'% of peak':>9}")
-        base = None
-        for m in modes:
-            dtype, compile_ = MODES[m]
-            tps, loss = run_mode(data_root, os.path.join(tmp, m), args.steps, dtype, compile_)
-            base = base or (tps, loss)
-            achieved = flops_per_token * tps
-            print(f"{m:<14} {tps:>9,.0f} {tps / base[0]:>6.2f}x {loss:>10.4f} {achieved / 1e9:>8.1f} "
-                  f"{achieved / peaks[dtype]:>8.0%}   (loss {100 * (loss / base[1] - 1):+.2f}% vs {modes[0]})")
+    native_bf16 = runtime.cpu_supports_bf16()
+    print(f"CPU: {runtime.cpu_name()}, {torch.get_num_threads()} threads; native bf16 (AVX-512 BF16 / AMX): "
+          f"{native_bf16}")
+    peaks = {"float32": matmul_peak(torch.float32)}
+    if native_bf16 or args.bf16:
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16)
+    print("matmul peak now (1024x1024): " + ", ".join(f"{d} {f / 1e9:.0f} GFLOP/s" for d, f in peaks.items()))
+
+    def build(recipe):
+        torch.manual_seed(0)
+        return GPT(ModelConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+                               n_head=args.n_head, n_embd=args.n_embd, recipe=recipe))
+    contenders = [Contender("nanoGPT recipe (classic, fp32, eager)", build("classic"))]
+    if args.nanogpt:
+        torch.manual_seed(0)
+        contenders.append(Contender("nanoGPT's own model.py (fp32)", nanogpt_model(args.nanogpt, args, args.vocab_size)))
+    contenders.append(Contender("classic fp32, fused AdamW", build("classic"), fused=True))
+    contenders.append(Contender("modern fp32, fused AdamW", build("modern"), fused=True))
+    if native_bf16 or args.bf16:
+        contenders.append(Contender("modern bf16 autocast", build("modern"), "bfloat16", fused=True))
+    if args.compile:
+        contenders.append(Contender("modern fp32 + compile", build("modern"), fused=True, compile_=True))
+        if native_bf16 or args.bf16:
+            contenders.append(Contender("modern bf16 + compile", build("modern"), "bfloat16", True, True))
+    flops = {c.name: (build("modern") if "modern" in c.name else build("classic")).flops_per_token() for c in contenders}
+    tokens = args.batch_size * args.block_size
+    generator = torch.Generator().manual_seed(1)
+    print(f"model {args.n_layer}L/{args.n_head}H/{args.n_embd}, block {args.block_size}, batch {args.batch_size}, vocab "
+          f"{args.vocab_size}: {contenders[0].raw.num_params() / 1e6:.1f}M parameters; {args.steps} timed steps each")
+    step_peaks = []
+    for step in range(3 + args.steps):
+        x = torch.randint(0, args.vocab_size, (args.batch_size, args.block_size + 1), generator=generator)
+        x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+        for c in contenders:  # interleaved: every contender takes this step before the next begins
+            seconds = c.step(x, y)
+            if step >= 3:
+                c.seconds.append(seconds)
+        if step >= 3:  # the peak too is measured between the steps, not once at the start
+            step_peaks.append(matmul_peak(torch.bfloat16 if native_bf16 else torch.float32, seconds=0.2))
+        print(f"\rstep {step + 1}/{3 + args.steps}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    base = contenders[0]
+    print(f"\n| contender | tokens/s | × baseline (median, min–max per step) | GFLOP/s | % of {'bf16' if native_bf16 else 'fp32'}"
+          f" peak | loss after {3 + args.steps} steps |\n|---|---|---|---|---|---|")
+    peak = statistics.median(step_peaks)
+    print(f"(peak: {'native bf16' if native_bf16 else 'fp32'} 1024x1024 matmul between steps, median {peak / 1e9:.0f} "
+          f"GFLOP/s, range {min(step_peaks) / 1e9:.0f}–{max(step_peaks) / 1e9:.0f})")
+    for c in contenders:
+        ratios = [b / s for b, s in zip(base.seconds, c.seconds)]
+        tps = tokens / statistics.median(c.seconds)
+        achieved = flops[c.name] * tps
+        print(f"| {c.name} | {tps:,.0f} | {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) | "
+              f"{achieved / 1e9:.0f} | {achieved / peak:.0%} | {c.loss:.4f} ({100 * (c.loss / base.loss - 1):+.2f}%) |")
 
 
 if __name__ == "__main__":
