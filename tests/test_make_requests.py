@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from helpers import load_script
+from helpers import load_script, read_jsonl, write_jsonl
 
 from regional_tinystories.files import load_appended_records
 from regional_tinystories.languages import load_language
@@ -39,17 +39,6 @@ def server():
     with FakeLLMServer(language="hindi") as fake:
         yield fake
 
-
-def write_jsonl(path, records):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    return str(path)
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def prompt_records(count, language="hindi"):

@@ -11,7 +11,7 @@ import time
 import tracemalloc
 
 import pytest
-from helpers import ROOT, load_script, run_main
+from helpers import ROOT, load_script, read_jsonl, run_main, write_jsonl
 
 from regional_tinystories import files
 from regional_tinystories.errors import Problem
@@ -31,17 +31,6 @@ def server():
     with FakeLLMServer(language="hindi") as fake:
         yield fake
 
-
-def write_jsonl(path, records):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    return str(path)
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def prompt_records(count, language="hindi"):

@@ -81,7 +81,8 @@ DEFAULTS = dict(
     # optimizer: AdamW, weight decay on 2-D weights only
     learning_rate=1e-3,
     max_iters=2000,
-    max_seconds=0.0,               # > 0: evaluate, save and stop once training has run this long (a time budget)
+    max_seconds=0.0,               # > 0: a time budget: evaluate, save and stop once training has run this long; the
+                                   # LR schedule is then paced by time too (runs so budgeted are not bit-reproducible)
     weight_decay=0.1,
     beta1=0.9,
     beta2=0.95,
@@ -224,11 +225,12 @@ def train(argv, signals):
 
         # evaluate every eval_interval iterations and at the end, once per iteration (a resumed run has
         # evaluated the iteration it starts from already)
-        out_of_time = cfg.max_seconds > 0 and time.time() - t_start >= cfg.max_seconds
-        if ddp and cfg.max_seconds > 0:  # every rank stops at the same iteration
-            flag = torch.tensor([float(out_of_time)], device=device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
+        elapsed = time.time() - t_start
+        if ddp and cfg.max_seconds > 0:  # every rank uses rank-slowest time: same schedule, same stopping iteration
+            clock = torch.tensor([elapsed], device=device)
+            torch.distributed.all_reduce(clock, op=torch.distributed.ReduceOp.MAX)
+            elapsed = clock.item()
+        out_of_time = cfg.max_seconds > 0 and elapsed >= cfg.max_seconds
         due = state.iter_num % cfg.eval_interval == 0 or state.iter_num >= cfg.max_iters or out_of_time
         if cfg.eval_only or (due and state.last_eval_iter != state.iter_num):
             result = evaluate(model, eval_batches, meta, cfg.eval_iters, cfg.seed, ctx, device)
@@ -270,7 +272,12 @@ def train(argv, signals):
             break
 
         # one optimizer step over gradient_accumulation_steps micro-batches
-        lr = learning_rate_at(state.iter_num, cfg)
+        # under a time budget the schedule is paced by whichever runs out first, iterations or seconds, so that the
+        # learning rate has decayed when the time is up, on a fast machine or a slow one
+        schedule_iter = state.iter_num
+        if cfg.max_seconds > 0:
+            schedule_iter = max(schedule_iter, int(elapsed / cfg.max_seconds * (cfg.lr_decay_iters or cfg.max_iters)))
+        lr = learning_rate_at(schedule_iter, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum = 0.0
