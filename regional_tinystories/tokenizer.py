@@ -20,6 +20,7 @@ import os
 import tempfile
 
 from regional_tinystories.errors import one_line
+from regional_tinystories.files import atomic_write, write_text_atomic
 
 HF_PRESETS = {"sarvam": "sarvamai/sarvam-1", "sutra": "TWO/sutra-mlt256-v2"}
 TRAINED_KINDS = {"sp-bpe": "sentencepiece", "sp-unigram": "sentencepiece", "bpe": "bytelevel-bpe"}
@@ -332,7 +333,8 @@ def _train_sentencepiece(spec, texts, out_dir, max_sentences, num_threads, seed)
             if failures:  # the corpus, not SentencePiece, failed: report the corpus's own error
                 raise failures[0] from None
             raise TokenizerError(f"tokenizer {describe(spec)}: SentencePiece training failed ({one_line(e)})") from None
-        os.replace(prefix + ".model", os.path.join(out_dir, spec["file"]))
+        with open(prefix + ".model", "rb") as f, atomic_write(os.path.join(out_dir, spec["file"]), "wb") as out:
+            out.write(f.read())
     spec["vocab_size"] = load_tokenizer(spec, out_dir).vocab_size  # small corpora may give fewer pieces
 
 
@@ -349,6 +351,5 @@ def _train_bytelevel_bpe(spec, texts, out_dir):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
     path = os.path.join(out_dir, spec["file"])
-    tok.save(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    write_text_atomic(path, tok.to_str())
     spec["vocab_size"] = tok.get_vocab_size()
