@@ -28,7 +28,6 @@ record with its reason. The API key is blanked out of everything written or prin
 """
 import argparse
 import asyncio
-import errno
 import functools
 import itertools
 import os
@@ -39,10 +38,13 @@ from regional_tinystories.cli import rename_deprecated_options, underscored
 from regional_tinystories.errors import InputError, Problem, one_line
 from regional_tinystories.files import (
     hf_dataset_rows,
+    hold_lock,
     input_files,
     paths_overlap,
     read_input_records,
+    record_key,
     scan_appended_records,
+    strip_gz,
 )
 from regional_tinystories.languages import load_language
 from regional_tinystories.llm import (
@@ -61,6 +63,7 @@ from regional_tinystories.replies import (
     parse_story_reply,
 )
 from regional_tinystories.templates import fill_judge_rubric, fill_translation_request
+from regional_tinystories.translation import source_record, translated_record
 
 # The spellings of earlier releases, accepted for one more with a deprecation note.
 RENAMED_OPTIONS = {
@@ -69,13 +72,6 @@ RENAMED_OPTIONS = {
                   "--story-model", "--source-language", "--hf-dataset", "--text-field"),
     "--split": "--hf_split",  # prepare.py's name for the same thing
 }
-
-
-def record_key(record):
-    """What identifies a record: its ID, plus its sample_index for model samples (one prompt, many stories)."""
-    if "sample_index" in record:
-        return f"{record['ID']}#{record['sample_index']}"
-    return str(record["ID"])
 
 
 def _require(record, *fields):
@@ -144,7 +140,9 @@ class EvaluateStories:
 
 
 class TranslateStories:
-    """{ID or none, <text field>} -> {ID, language, source_language, source, model, backend, story}."""
+    """{ID or none, [sample_index], <text field>} -> {ID, [sample_index], language, source_language, [prompt],
+    [source_model], source, model, backend, story} (regional_tinystories.translation, shared with
+    translate_local.py)."""
 
     def __init__(self, args, backend):
         self.backend = backend
@@ -152,11 +150,7 @@ class TranslateStories:
         self.text_field, self.min_script_share = args.text_field, args.min_script_share
 
     def check(self, index, record):
-        field = self.text_field or next((f for f in ("story", "text") if f in record), "story")
-        _require(record, field)
-        _require_text(record, field)
-        # Records without an ID (the Hugging Face TinyStories rows) are named by their position.
-        return {"ID": record.get("ID", str(index)), "source": record[field]}
+        return source_record(index, record, self.text_field)
 
     def prompt_for(self, record):
         return fill_translation_request(record["source"], self.source_language, self.language)
@@ -165,9 +159,8 @@ class TranslateStories:
         # A translation far shorter than its source was cut off or summarised.
         min_words = len(record["source"].split()) // 3
         story = parse_story_reply(reply, self.language, min_words, self.min_script_share)
-        return {"ID": record["ID"], "language": self.language.key, "source_language": self.source_language.key,
-                "source": record["source"], "model": self.backend.model, "backend": self.backend.name,
-                "story": story}
+        return translated_record(record, self.language.key, self.source_language.key, story, self.backend.model,
+                                 self.backend.name)
 
 
 MODES = {"generate": GenerateStories, "evaluate": EvaluateStories, "translate": TranslateStories}
@@ -189,7 +182,9 @@ def input_sources(args):
         inputs = [local_dataset] if os.path.exists(local_dataset) else []  # a dataset folder on disk
     else:
         inputs = input_files(args.input)
-        sources = [(os.path.splitext(os.path.basename(path))[0], lambda path=path: read_input_records(path))
+        # X.jsonl, X.json and X.jsonl.gz all write to <out>/X.jsonl
+        sources = [(os.path.splitext(os.path.basename(strip_gz(path)))[0],
+                    lambda path=path: read_input_records(path))
                    for path in inputs]
     names = [name for name, _ in sources]
     duplicated = next((name for name in names if names.count(name) > 1), None)
@@ -294,24 +289,9 @@ def make_backend(args):
 
 
 def lock_output_folder(out_dir):
-    """Hold an exclusive lock on out_dir for this process's life: two runs appending to the same
-    files would write duplicates. The OS drops the lock when the process dies, even on SIGKILL."""
-    lock_file = open(os.path.join(out_dir, ".make_requests.lock"), "a+")
-    try:
-        if os.name == "nt":
-            import msvcrt  # imported here: Windows only, as fcntl is POSIX only
-
-            msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        lock_file.close()
-        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
-            raise InputError(f"another make_requests run is writing to {out_dir}") from None
-        raise
-    return lock_file
+    """Hold an exclusive lock on out_dir for this process's life: two runs appending to the same files would write
+    duplicates. The OS drops the lock when the process dies, even on SIGKILL."""
+    return hold_lock(os.path.join(out_dir, ".make_requests.lock"), f"another make_requests run is writing to {out_dir}")
 
 
 def describe_os_error(e):

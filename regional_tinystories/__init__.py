@@ -9,6 +9,7 @@ regional_tinystories: what several stages of Regional TinyStories share. Each st
   templates    story, judge and translation prompt templates
   replies      parsing and checking LLM replies (stories, judge scores)
   llm          LLM backends and the resumable request engine
+  translation  translation records, sentence splitting and model language codes (make_requests, translate_local)
   tokenizer    one interface over SentencePiece, byte-level BPE, tiktoken and HF tokenizers
   model        the GPT (classic and modern recipes) with KV-cache generation
   sampling     SamplingConfig, token choice, story generation
@@ -21,6 +22,7 @@ regional_tinystories: what several stages of Regional TinyStories share. Each st
   runtime      device, dtype, autocast, timing
   plots        loss curves
   metrics      story, tokenizer and rating metrics for the analysis scripts
+  attention    attention weights recomputed from the model's own modules, and each head's kind
 """
 import os
 

@@ -12,8 +12,11 @@ Two kinds of writes, for two kinds of files:
 Reading: read_input_records yields (location, record) from .json/.jsonl files (also gzip-compressed, .jsonl.gz),
 input_files expands files and folders into the input files they hold (never an output's *.failed.jsonl), and
 hf_dataset_rows streams a Hugging Face dataset. Every problem is an InputError naming the file and line.
+hold_lock keeps two resumable runs from appending to the same output folder; record_key is what identifies a record
+in those outputs.
 """
 import contextlib
+import errno
 import glob
 import gzip
 import json
@@ -182,6 +185,13 @@ def scan_appended_records(path, visit):
     return dropped
 
 
+def record_key(record):
+    """What identifies a record: its ID, plus its sample_index for model samples (one prompt, many stories)."""
+    if "sample_index" in record:
+        return f"{record['ID']}#{record['sample_index']}"
+    return str(record["ID"])
+
+
 def append_record(path, record):
     """Append record to a JSONL file as one line, in one write, and close (which flushes) at once.
 
@@ -246,3 +256,25 @@ def paths_overlap(a, b):
     """True when two paths are the same or one lies inside the other, after resolving symlinks."""
     a, b = os.path.realpath(a), os.path.realpath(b)
     return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
+def hold_lock(path, busy_message):
+    """The open lock file at path, held with an exclusive lock for this process's life (close it to release; the OS
+    drops it when the process dies, even on SIGKILL). InputError(busy_message) when another process holds it:
+    two runs appending to the same output files would write duplicates."""
+    lock_file = open(path, "a+")
+    try:
+        if os.name == "nt":
+            import msvcrt  # imported here: Windows only, as fcntl is POSIX only
+
+            msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        lock_file.close()
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+            raise InputError(busy_message) from None
+        raise
+    return lock_file

@@ -9,11 +9,15 @@ hand-computed values; reading the inputs and writing reports is left to the scri
   completion_of, split_at_word_...  what a model wrote after its prompt; a story cut for the memorisation test
   rouge2, max_rouge2_to_others      ROUGE-2 from the rouge-score library with an Indic-aware word tokenizer
   near_duplicate_pairs              pairs of texts over a ROUGE-2 F1 threshold, fast enough for whole corpora
+  chrf, bleu                        sacrebleu's corpus chrF and BLEU against references (model vs original text)
+  bertscore_f1                      BERTScore F1 with a local multilingual encoder the user names
   renyi_entropy, tokenization_stats tokenizer fertility, compression, byte fallback, vocabulary use, Rényi entropy
   read_morph_list, morph_score      agreement of token boundaries with morpheme boundaries (MorphScore)
   Lexicon, lexicon_hit_rate         share of words a Hunspell / aspell dictionary knows
   mean_ci95                         mean and half-width of its 95% confidence interval
-  read_ratings                      judge rating files -> {model: {score field: [scores]}}
+  read_rating_records, read_ratings judge rating files (this project's and the original's eval-*.json) -> ratings
+  score_summary                     n, mean, median, sd and 95% CI half-width of scores
+  paired_comparison, unpaired_z_test  two models on the same prompts: bootstrap CI and Wilcoxon; the original's z-test
   language_in, run_name, fmt, ...   small helpers for the scripts' tables
 """
 import csv
@@ -28,7 +32,7 @@ import regex
 from rouge_score import rouge_scorer
 from scipy import stats
 
-from regional_tinystories.files import DataError, input_files, read_input_records
+from regional_tinystories.files import DataError, atomic_write, input_files, read_input_records
 from regional_tinystories.replies import SCORE_FIELDS
 
 # ----------------------------------------------------------------------------- words and n-grams
@@ -181,6 +185,60 @@ def near_duplicate_pairs(texts, threshold=0.5):
     return pairs
 
 
+# ----------------------------------------------------------------------------- chrF and BLEU
+
+def chrf(references, hypotheses):
+    """Corpus chrF (0-100) of hypotheses against references, one reference each, from sacrebleu: character n-gram
+    F-score, which needs no word tokenizer and so works for Devanagari and Bengali as for English."""
+    import sacrebleu  # imported here: only reference comparisons need it
+
+    return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
+
+
+def bleu(references, hypotheses):
+    """Corpus BLEU (0-100) from sacrebleu with its 'intl' tokenizer, which splits off Unicode punctuation (the danda
+    too); the default '13a' tokenizer knows only ASCII punctuation and would glue । to the word before it."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="intl").score)
+
+
+def bertscore_f1(references, hypotheses, model_dir, layer=-1, batch_size=16):
+    """Mean BERTScore F1 (Zhang et al. 2020; no idf weighting, no baseline rescaling) of each hypothesis against its
+    reference, with a local Hugging Face encoder: both texts are embedded (hidden states of `layer`, special tokens
+    left out), every token is matched to its most similar token of the other text (cosine), precision and recall are
+    the mean best similarities of the hypothesis' and the reference's tokens. Only as good as the encoder is for the
+    language: give a multilingual one that knows it (MuRIL, IndicBERT, XLM-R); an English BERT cuts Devanagari and
+    Bengali into unknown pieces and bytes, and its similarities mean nothing."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+
+    def embeddings(texts):
+        vectors = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                              return_tensors="pt", return_special_tokens_mask=True)
+            special = batch.pop("special_tokens_mask").bool()
+            with torch.no_grad():
+                hidden = model(**batch, output_hidden_states=True).hidden_states[layer]
+            keep = batch["attention_mask"].bool() & ~special
+            vectors += [torch.nn.functional.normalize(h[k].float(), dim=-1) for h, k in zip(hidden, keep)]
+        return vectors
+
+    scores = []
+    for ref, hyp in zip(embeddings(references), embeddings(hypotheses)):
+        if len(ref) == 0 or len(hyp) == 0:
+            scores.append(0.0)
+            continue
+        similarity = hyp @ ref.T
+        precision, recall = similarity.max(1).values.mean(), similarity.max(0).values.mean()
+        scores.append(float(2 * precision * recall / (precision + recall)) if precision + recall > 0 else 0.0)
+    return float(np.mean(scores))
+
+
 # ----------------------------------------------------------------------------- token statistics
 
 RENYI_ALPHAS = (0.5, 1.0, 2.0, 2.5)  # 2.5 is the value the seed reports
@@ -240,9 +298,11 @@ def tokenization_stats(tok, texts, ids_per_text):
 
 # ----------------------------------------------------------------------------- MorphScore
 
-def read_morph_list(path):
+def read_morph_list(path, skipped=None):
     """[(word, stem, suffix)] from a CSV with header word,stem,suffix (the seed's full_word,pt1,rest also works).
-    Text is NFC-normalised; each word must be exactly stem + suffix, both non-empty. ValueError names path:line."""
+    Text is NFC-normalised; each word must be exactly stem + suffix, both non-empty: a row that is not raises
+    ValueError naming path:line, or, given a list `skipped`, is left out and its reason appended to the list (the
+    original Regional-TinyStories' lists hold such rows)."""
     columns = (("word", "stem", "suffix"), ("full_word", "pt1", "rest"))
     entries = []
     with open(path, encoding="utf-8", newline="") as f:
@@ -254,13 +314,17 @@ def read_morph_list(path):
             for row in reader:
                 word, stem, suffix = (unicodedata.normalize("NFC", (row[c] or "").strip()) for c in names)
                 if not stem or not suffix or word != stem + suffix:
-                    raise ValueError(f"{path}:{reader.line_num}: word {word!r} is not stem {stem!r} + "
-                                     f"suffix {suffix!r}")
+                    problem = f"{path}:{reader.line_num}: word {word!r} is not stem {stem!r} + suffix {suffix!r}"
+                    if skipped is None:
+                        raise ValueError(problem)
+                    skipped.append(problem)
+                    continue
                 entries.append((word, stem, suffix))
         except UnicodeDecodeError:
             raise ValueError(f"{path}: not UTF-8 text") from None
     if not entries:
-        raise ValueError(f"{path}: no words in it")
+        skipped_note = f" ({len(skipped)} inconsistent rows skipped)" if skipped else ""
+        raise ValueError(f"{path}: no words in it{skipped_note}")
     return entries
 
 
@@ -401,21 +465,103 @@ def mean_ci95(values):
 
 # ----------------------------------------------------------------------------- judge ratings
 
+# The original Regional-TinyStories names its rating files eval-<model>.json: a JSON list of score dicts with no
+# model field.
+ORIGINAL_RATING_FILE = regex.compile(r"eval[-_](.+)\.json$")
+SUB_SCORES = tuple(field for field in SCORE_FIELDS if field != "overall")  # what the original's "true overall" averages
+
+
+def read_rating_records(paths):
+    """[{model, key, judge, location, <score field>: float, ..., true_overall}] from rating files and folders of
+    them. Reads this project's rating records (make_requests.py evaluate) and the original Regional-TinyStories'
+    eval-<model>.json files: score keys may be spelt with spaces ("context awareness") and scores may be numeric
+    strings ("8"); a file named eval-<model>.json names the model of records that do not. key identifies the rated
+    story, to pair two models' ratings: ID plus sample_index, or "#<position in the file>" without an ID.
+    true_overall is the mean of the five sub-scores (the original's "true overall", beside the judge's own)."""
+    ratings = []
+    for file in input_files(paths):
+        named = ORIGINAL_RATING_FILE.search(os.path.basename(file))
+        for position, (location, record) in enumerate(read_input_records(file)):
+            by_field = {regex.sub(r"[\s\-]+", "_", str(k).strip().lower()): v for k, v in record.items()}
+            model = record.get("model") or (named and named.group(1))
+            if not model:
+                raise DataError(f"{location}: rating has no 'model'")
+            rating = {"model": str(model), "judge": str(record.get("judge", "unknown judge")), "location": location,
+                      "key": (f"{record['ID']}" + (f"#{record['sample_index']}" if "sample_index" in record else "")
+                              if "ID" in record else f"#{position}")}
+            for field in SCORE_FIELDS:
+                value = by_field.get(field)
+                number = _as_number(value)
+                if number is None or not 1 <= number <= 10:
+                    raise DataError(f"{location}: {field} is {value!r}, not a score from 1 to 10")
+                rating[field] = number
+            rating["true_overall"] = sum(rating[f] for f in SUB_SCORES) / len(SUB_SCORES)
+            ratings.append(rating)
+    return ratings
+
+
+def _as_number(value):
+    """A score as a number: an int or float as it is, a numeric string ("8") converted; anything else None."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def read_ratings(paths):
-    """({model: {field: [scores]}}, {judges}) from rating files and folders of them."""
+    """({model: {field: [scores]}}, {judges}) from rating files and folders of them (see read_rating_records)."""
     scores = defaultdict(lambda: defaultdict(list))
     judges = set()
-    for file in input_files(paths):
-        for location, record in read_input_records(file):
-            if "model" not in record:
-                raise DataError(f"{location}: rating has no 'model'")
-            for field in SCORE_FIELDS:
-                value = record.get(field)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
-                    raise DataError(f"{location}: {field} is {value!r}, not a score from 1 to 10")
-                scores[record["model"]][field].append(value)
-            judges.add(str(record.get("judge", "unknown judge")))
+    for rating in read_rating_records(paths):
+        for field in (*SCORE_FIELDS, "true_overall"):
+            scores[rating["model"]][field].append(rating[field])
+        judges.add(rating["judge"])
     return scores, judges
+
+
+def score_summary(values):
+    """{n, mean, median, sd, ci95}: sd with ddof=1, ci95 the half-width of mean_ci95 (NaN below two values)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean, ci = mean_ci95(values)
+    return {"n": len(values), "mean": mean, "median": float(np.median(values)) if len(values) else float("nan"),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"), "ci95": ci}
+
+
+def bootstrap_mean_ci(values, resamples=10_000, seed=1337, level=0.95):
+    """Percentile bootstrap interval (low, high) of the mean of values: resample with replacement `resamples` times
+    (seeded: the same input gives the same interval)."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([values[rng.integers(0, len(values), (min(1000, resamples - done), len(values)))].mean(1)
+                            for done in range(0, resamples, 1000)])
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def paired_comparison(a, b, resamples=10_000, seed=1337):
+    """Paired comparison of two models' scores on the same items (a[i] and b[i] rate the same prompt):
+    mean difference a - b with its bootstrap 95% CI, the Wilcoxon signed-rank p-value (two-sided; items with equal
+    scores are left out, as Wilcoxon's test does; 1.0 when all are equal), and the shares of items each model wins."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    difference = a - b
+    low, high = bootstrap_mean_ci(difference, resamples, seed)
+    p = float(stats.wilcoxon(a, b).pvalue) if np.any(difference != 0) else 1.0
+    return {"n": len(a), "mean_difference": float(difference.mean()), "ci_low": low, "ci_high": high,
+            "wilcoxon_p": p, "a_wins": float(np.mean(difference > 0)), "ties": float(np.mean(difference == 0)),
+            "b_wins": float(np.mean(difference < 0))}
+
+
+def unpaired_z_test(a, b):
+    """The original Regional-TinyStories' test, for comparison: z = (mean a - mean b) / sqrt(sd_a²/n_a + sd_b²/n_b)
+    with population sds, two-sided normal p-value. It treats the two sets of scores as independent samples."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    se = math.sqrt(a.var() / len(a) + b.var() / len(b))
+    if se == 0:
+        return {"z": float("nan"), "z_p": float("nan")}
+    z = (a.mean() - b.mean()) / se
+    return {"z": float(z), "z_p": float(2 * stats.norm.sf(abs(z)))}
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -458,8 +604,8 @@ def without_nan(row):
 
 
 def write_csv(path, rows):
-    """rows: list of dicts with the same keys, written in that key order."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    """rows: list of dicts with the same keys, written in that key order, atomically."""
+    with atomic_write(path) as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -23,6 +23,15 @@ Every metric is computed on what the model wrote, the story minus its prompt, so
                      --memorisation_stories training stories and report the ROUGE-2 precision of its completion
                      against the remaining 60% (seed 004, Figure 5); near 1 means it recites the training data.
                      Stories whose first 40% does not fit the model's context are left out for that model.
+                     chrF and BLEU of the completions against the true endings are reported beside it.
+  chrF, BLEU         with --references: each story against the reference with the same key (ID, plus
+                     sample_index) in the --references files, field --reference_field; sacrebleu's corpus chrF
+                     (character n-grams: the one that works for Indic scripts) and BLEU (its 'intl' tokenizer).
+                     For a translation: the translated records against human references, or a round trip
+                     (A -> B -> A) against the original: --samples the back-translations, --references the first
+                     translation's output with --reference_field source.
+  BERTScore F1       with --references and --bertscore_model DIR: a local multilingual encoder that knows the
+                     language (never downloaded, never an English BERT, which cuts Indic text into unknown pieces)
 
 ROUGE uses the rouge-score library with a word tokenizer that keeps Devanagari and Bengali words (its default
 tokenizer drops all non-ASCII text and scores every Indic story 0).
@@ -47,7 +56,8 @@ from regional_tinystories import metrics
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.corpus import CorpusError, read_texts
-from regional_tinystories.files import DataError, read_input_records
+from regional_tinystories.errors import one_line
+from regional_tinystories.files import DataError, read_input_records, record_key
 from regional_tinystories.languages import (
     available_languages,
     load_language,
@@ -69,6 +79,12 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", nargs="*", default=[], help="run folder(s) or .pt file(s) for the memorisation test")
     p.add_argument("--corpus", help="training corpus (.jsonl/.json/.txt) the memorisation prompts come from")
     p.add_argument("--text_field", default="story", help="record field holding the text in --corpus")
+    p.add_argument("--references", nargs="+", default=[],
+                   help="JSON/JSONL files of reference texts, matched to the samples by ID (and sample_index)")
+    p.add_argument("--reference_field", default="story", help="field of the reference records holding the text")
+    p.add_argument("--bertscore_model", help="with --references: also BERTScore F1 with this local multilingual "
+                                             "encoder (a Hugging Face model folder, e.g. a downloaded MuRIL or XLM-R)")
+    p.add_argument("--bertscore_layer", type=int, default=-1, help="hidden layer BERTScore uses (default: the last)")
     p.add_argument("--memorisation_stories", type=int, default=50)
     p.add_argument("--memorisation_pool", type=int, default=10_000,
                    help="the memorisation stories are drawn from the first this many documents of --corpus")
@@ -80,21 +96,24 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.checkpoint and not args.corpus:
         p.error("--checkpoint is for the memorisation test, which also needs --corpus")
+    if args.bertscore_model and not args.references:
+        p.error("--bertscore_model compares stories with --references; give those too")
     if args.memorisation_stories < 1 or args.max_pairwise_stories < 2:
         p.error("--memorisation_stories must be at least 1 and --max_pairwise_stories at least 2")
     return args
 
 
 def read_samples(paths):
-    """{model: {"completions": [...], "finish": [finish_reason, ...], "n_tokens": [...]}}; the last two hold only
-    what the records recorded."""
+    """{model: {"completions": [...], "keys": [ID#sample_index or None], "finish": [finish_reason, ...],
+    "n_tokens": [...]}}; the last two hold only what the records recorded."""
     groups = {}
     for path in paths:
         for location, record in read_input_records(path):
             if not isinstance(record.get("story"), str):
                 raise DataError(f"{location}: record has no 'story' text")
             model = record.get("model") or os.path.splitext(os.path.basename(path))[0]
-            group = groups.setdefault(model, {"completions": [], "finish": [], "n_tokens": []})
+            group = groups.setdefault(model, {"completions": [], "keys": [], "finish": [], "n_tokens": []})
+            group["keys"].append(record_key(record) if "ID" in record else None)
             group["completions"].append(metrics.completion_of(
                 {**record, "story": unicodedata.normalize("NFC", record["story"]),
                  "prompt": unicodedata.normalize("NFC", record.get("prompt") or "")}))
@@ -143,8 +162,38 @@ def story_row(model, group, args, lexicon):
            "mean_tokens": float(np.mean(group["n_tokens"])) if group["n_tokens"] else None,
            "eos_share": float(np.mean([f == "eos" for f in group["finish"]])) if group["finish"] else None,
            "lexicon_hit_rate": metrics.lexicon_hit_rate(completions, lexicon) if lexicon else None,
-           "memorisation_rouge2_precision": None, "memorisation_stories": None}
+           "memorisation_rouge2_precision": None, "memorisation_stories": None,
+           "memorisation_chrf": None, "memorisation_bleu": None}
     return row, max_rouge2
+
+
+def read_references(paths, field):
+    """{key: reference text} from the --references files."""
+    references = {}
+    for path in paths:
+        for location, record in read_input_records(path):
+            if "ID" not in record or not isinstance(record.get(field), str):
+                raise DataError(f"{location}: reference record has no 'ID' or no {field!r} text")
+            references[record_key(record)] = unicodedata.normalize("NFC", record[field])
+    if not references:
+        raise DataError(f"{', '.join(paths)}: no references in it")
+    return references
+
+
+def against_references(group, references, args):
+    """{reference_pairs, chrf, bleu, bertscore_f1} of a model's stories that have a reference with their key."""
+    pairs = [(references[key], text) for key, text in zip(group["keys"], group["completions"]) if key in references]
+    if not pairs:
+        return {"reference_pairs": 0, "chrf": None, "bleu": None, "bertscore_f1": None}
+    refs, texts = zip(*pairs)
+    bertscore = None
+    if args.bertscore_model:
+        try:
+            bertscore = metrics.bertscore_f1(refs, texts, args.bertscore_model, args.bertscore_layer)
+        except Exception as e:  # not found, not an encoder, no such layer
+            raise DataError(f"--bertscore_model {args.bertscore_model}: {one_line(e)}") from None
+    return {"reference_pairs": len(pairs), "chrf": metrics.chrf(refs, texts), "bleu": metrics.bleu(refs, texts),
+            "bertscore_f1": bertscore}
 
 
 def memorisation_prompts(args):
@@ -163,7 +212,7 @@ def memorisation_prompts(args):
 
 
 def memorisation(source, prompts, endings, args):
-    """(checkpoint path, ROUGE-2 precision of each completion against the true ending)."""
+    """(checkpoint path, the completions, the true endings they are compared with)."""
     device = runtime.pick_device(args.device)
     model, tok, ckpt = load_model(source, device)
     # sample.py keeps only the end of a prompt longer than the context, and the completion could not be told apart
@@ -174,8 +223,7 @@ def memorisation(source, prompts, endings, args):
                           f"{model.config.block_size}-token context of {ckpt['path']}")
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     records = generate_stories(model, tok, [p for p, _ in fits], sampling, device=device, model_name=ckpt["path"])
-    return ckpt["path"], [metrics.rouge2(ending, metrics.completion_of(r)).precision
-                          for r, (_, ending) in zip(records, fits)]
+    return ckpt["path"], [metrics.completion_of(r) for r in records], [ending for _, ending in fits]
 
 
 def histogram(values_by_model, xlabel, title, png):
@@ -187,7 +235,8 @@ def histogram(values_by_model, xlabel, title, png):
     ax.set_ylabel("stories")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if values_by_model:  # no model with two stories or more: an empty plot, and no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -203,6 +252,13 @@ def report(rows, language):
           fmt(r["max_rouge2_mean"]), pct(r["script_purity"]), fmt(r["mean_words"], 1), fmt(r["mean_tokens"], 1),
           pct(r["eos_share"]), pct(r["lexicon_hit_rate"]), fmt(r["memorisation_rouge2_precision"]))
          for r in rows])
+    if any(r["chrf"] is not None or r["memorisation_chrf"] is not None for r in rows):
+        md += ("\n## Against references\n\nsacrebleu's corpus chrF and BLEU (0-100): the stories against --references "
+               "(matched by ID and sample_index), and memorisation completions against the true endings.\n\n")
+        md += metrics.markdown_table(
+            ["model", "reference pairs", "chrF", "BLEU", "BERTScore F1", "memorisation chrF", "memorisation BLEU"],
+            [(f"`{r['model']}`", fmt(r["reference_pairs"]), fmt(r["chrf"], 1), fmt(r["bleu"], 1),
+              fmt(r["bertscore_f1"]), fmt(r["memorisation_chrf"], 1), fmt(r["memorisation_bleu"], 1)) for r in rows])
     return md
 
 
@@ -215,21 +271,27 @@ def main(argv=None):
     try:
         groups = read_samples(args.samples)
         lexicon = load_lexicon(args)
+        references = read_references(args.references, args.reference_field) if args.references else None
         rows, max_rouge2 = [], {}
         for model, group in groups.items():
             row, max_rouge2[model] = story_row(model, group, args, lexicon)
-            rows.append(row)
+            rows.append({**row, **(against_references(group, references, args) if references else
+                                   {"reference_pairs": None, "chrf": None, "bleu": None, "bertscore_f1": None})})
         memorised = {}
         if args.checkpoint:
             prompts, endings = memorisation_prompts(args)
             for source in args.checkpoint:
-                path, memorised[path] = memorisation(source, prompts, endings, args)
+                path, completions, true_endings = memorisation(source, prompts, endings, args)
+                memorised[path] = [metrics.rouge2(ending, completion).precision
+                                   for completion, ending in zip(completions, true_endings)]
                 row = next((r for r in rows if r["model"] == path), None)
                 if row is None:  # a checkpoint with no samples given: a row with its memorisation result only
                     row = {k: None for k in rows[0]} | {"model": path, "language": args.language, "stories": 0}
                     rows.append(row)
                 row["memorisation_rouge2_precision"] = float(np.mean(memorised[path]))
                 row["memorisation_stories"] = len(memorised[path])
+                row["memorisation_chrf"] = metrics.chrf(true_endings, completions)
+                row["memorisation_bleu"] = metrics.bleu(true_endings, completions)
     except (DataError, CorpusError, metrics.LexiconError, checkpoint.CheckpointError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
 

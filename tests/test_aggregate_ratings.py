@@ -1,4 +1,5 @@
 """Tests for scripts/aggregate_ratings.py: rating files -> Markdown table and bar chart."""
+import csv
 import json
 import math
 import os
@@ -28,19 +29,44 @@ def test_table_has_one_row_per_model_with_mean_and_95_ci(tmp_path, capsys):
 
     table = (tmp_path / "results" / "hindi.md").read_text(encoding="utf-8")
     lines = table.splitlines()
-    assert lines[0] == ("| Model | Context awareness | Completeness | Grammar | Fluency | Creativity | Overall | n |")
+    assert lines[0] == ("| Model | Context awareness | Completeness | Grammar | Fluency | Creativity | Overall | "
+                        "True overall | n |")
     half_width = 3.182446 * math.sqrt(2 / 3) / 2  # t(0.975, 3 dof); SD of 6, 8, 7, 7 is sqrt(2/3); n = 4
-    assert lines[2] == f"| hindi-gpt-54M | {' | '.join(['5.00 ± 0.00'] * 5)} | 9.00 ± 0.00 | 2 |"
-    assert lines[3] == f"| hindi-gpt-5M | {' | '.join(['5.00 ± 0.00'] * 5)} | 7.00 ± {half_width:.2f} | 4 |"
+    # true overall: the five sub-scores only, so the overall of 9 does not move it
+    assert lines[2] == f"| hindi-gpt-54M | {' | '.join(['5.00 ± 0.00'] * 5)} | 9.00 ± 0.00 | 5.00 ± 0.00 | 2 |"
+    assert lines[3] == f"| hindi-gpt-5M | {' | '.join(['5.00 ± 0.00'] * 5)} | 7.00 ± {half_width:.2f} | 5.00 ± 0.00 | 4 |"
     assert "judged by gpt-4o" in table
-    with open(tmp_path / "results" / "hindi.png", "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "| hindi-gpt-5M | Overall | 4 | 7.00 | 7.00 | 0.82 |" in table  # n, mean, median, SD (sqrt(2/3))
+    with open(tmp_path / "results" / "hindi.stats.csv", encoding="utf-8") as f:
+        stats = list(csv.DictReader(f))
+    assert len(stats) == 2 * 7
+    overall = next(r for r in stats if r["model"] == "hindi-gpt-5M" and r["metric"] == "overall")
+    assert overall == {"model": "hindi-gpt-5M", "metric": "overall", "n": "4", "mean": "7.0", "median": "7.0",
+                       "sd": f"{math.sqrt(2 / 3):.4f}", "ci95": f"{half_width:.4f}"}
+    for figure in ("hindi.png", "hindi.violin.png", "hindi.hist.png"):
+        with open(tmp_path / "results" / figure, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
+
+
+def test_reads_the_original_eval_json_files(tmp_path):
+    """The original Regional-TinyStories wrote eval-<model>.json: a list of score dicts, keys with spaces, scores as
+    strings, no model field."""
+    ratings = [{"context awareness": "6", "completeness": "7", "grammar": "8", "fluency": "9", "creativity": "5",
+                "overall": "7"}, {"context awareness": 8, "completeness": 9, "grammar": 8, "fluency": 9,
+                                  "creativity": 6, "overall": 8}]
+    (tmp_path / "eval-hindi-5M.json").write_text(json.dumps(ratings), encoding="utf-8")
+    aggregate_ratings.main([str(tmp_path / "eval-hindi-5M.json"), "--out", str(tmp_path / "out")])
+    row = (tmp_path / "out.md").read_text(encoding="utf-8").splitlines()[2]
+    # true overall per rating: (6+7+8+9+5)/5 = 7.0 and (8+9+8+9+6)/5 = 8.0
+    assert row.startswith("| hindi-5M | 7.00 ± 12.71 | 8.00 ± 12.71 | 8.00 ± 0.00 | 9.00 ± 0.00 | 5.50 ± 6.35 | "
+                          "7.50 ± 6.35 | 7.50 ± 6.35 | 2 |")
 
 
 @pytest.mark.parametrize("record, message", [
     ({"ID": "1", "model": "m", **{f: 5 for f in FIELDS}, "grammar": 12}, "r.jsonl:1: grammar is 12"),
     ({"ID": "1", **{f: 5 for f in FIELDS}}, "r.jsonl:1: rating has no 'model'"),
+    ({"ID": "1", "model": "m", **{f: 5 for f in FIELDS}, "fluency": "good"}, "r.jsonl:1: fluency is 'good'"),
 ])
 def test_bad_rating_files_give_one_clear_error(tmp_path, record, message):
     (tmp_path / "r.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")

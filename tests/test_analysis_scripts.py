@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from helpers import load_script
 
-from regional_tinystories import PROJECT_ROOT, metrics
+from regional_tinystories import PROJECT_ROOT, attention, metrics
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.model import GPT, ModelConfig
 
@@ -213,6 +213,7 @@ def test_memorisation_scores_a_perfect_reciter_1(tmp_path, monkeypatch, corpus, 
     rows = read_json(tmp_path / "out" / "story_metrics.json")
     (row,) = [r for r in rows if r["model"].endswith(os.path.join("tiny-hindi-a", "ckpt_best.pt"))]
     assert row["memorisation_rouge2_precision"] == 1.0 and row["memorisation_stories"] == 5
+    assert row["memorisation_chrf"] == pytest.approx(100) and row["memorisation_bleu"] == pytest.approx(100)
     assert row["stories"] == 0  # no samples of this checkpoint were given
     assert (tmp_path / "out" / "memorisation.png").is_file()
 
@@ -287,7 +288,7 @@ def test_attention_weights_reproduce_the_layer_output(model_args):
         model(idx)
     for h in hooks:
         h.remove()
-    weights = [attention_heatmap.attention_weights(model, idx, 1, head) for head in range(4)]
+    weights = attention.attention_weights(model, idx)[1]
     for w in weights:
         assert torch.allclose(w.sum(-1), torch.ones(12)) and torch.all(torch.triu(w, 1) == 0)
     # the weights times the values, through the output projection, must give what the layer computed
