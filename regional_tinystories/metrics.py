@@ -72,8 +72,10 @@ def distinct_n(texts, n):
 
 # Infinitive endings of the word lists' verbs: खेलना, खेळणे, খেলা / দৌড়ানো. Cut before matching, so that the
 # conjugated forms (खेली, खेळला, খেলল, দৌড়াল) still count.
-# Hindi also drops a perfective -या (खोया हुआ -> खो, for खो गया, खोई).
-INFINITIVE_ENDINGS = {"hindi": ("ना", "या"), "marathi": ("णे", "णं"), "bangla": ("ানো", "ওয়া", "া")}
+# Hindi also drops a perfective -या (खोया हुआ -> खो, for खो गया, खोई) and a final आ (कछुआ -> कछु, for कछुए).
+INFINITIVE_ENDINGS = {"hindi": ("ना", "या", "आ"), "marathi": ("णे", "णं"), "bangla": ("ানো", "ওয়া", "া")}
+# Verbs whose stem changes: देना -> दिया, लेना -> लिया
+IRREGULAR_STEMS = {"hindi": {"देना": ("दे", "दि"), "लेना": ("ले", "लि")}}
 
 
 def word_stem(word, language):
@@ -103,15 +105,33 @@ def uses_word(text, word, language):
     parts = [part for part in head.split("-") if part]
     if language == "english":  # short English words prefix many others (win, window): allow only inflections
         return all(any(english_inflection_of(w, part.lower()) for w in text_words) for part in parts)
-    stems = [word_stem(part, language) for part in parts]
-    return all(any(w.startswith(stem) for w in text_words) for stem in stems)
+    irregular = IRREGULAR_STEMS.get(language, {})
+    stems = [irregular.get(part, (word_stem(part, language),)) for part in parts]
+    return all(any(w.startswith(stem) for w in text_words for stem in options) for options in stems)
 
 
 ENGLISH_SUFFIXES = ("", "s", "es", "d", "ed", "ing", "er", "ers", "est", "ly", "ies", "ied", "ier", "iest", "ily")
+# The irregular past forms of the word lists' verbs (a regular ending is found by rule)
+ENGLISH_IRREGULAR = {"throw": ("threw", "thrown"), "forget": ("forgot", "forgotten"), "stand": ("stood",),
+                     "sleep": ("slept",), "lose": ("lost",), "shine": ("shone",), "ring": ("rang", "rung"),
+                     "win": ("won",), "run": ("ran",), "swim": ("swam", "swum"), "sing": ("sang", "sung"),
+                     "eat": ("ate", "eaten"), "fly": ("flew", "flown", "flies"), "find": ("found",),
+                     "give": ("gave", "given"), "take": ("took", "taken"), "see": ("saw", "seen"),
+                     "catch": ("caught",), "bring": ("brought",), "think": ("thought",), "buy": ("bought",),
+                     "make": ("made",), "build": ("built",), "fall": ("fell", "fallen"), "hide": ("hid", "hidden"),
+                     "ride": ("rode", "ridden"), "draw": ("drew", "drawn"), "grow": ("grew", "grown"),
+                     "sit": ("sat",), "tell": ("told",), "hold": ("held",), "keep": ("kept",), "feel": ("felt",),
+                     "go": ("went", "gone"), "come": ("came",), "dig": ("dug",), "feed": ("fed",), "wake": ("woke",),
+                     "write": ("wrote", "written"), "drink": ("drank", "drunk"), "break": ("broke", "broken"),
+                     "blow": ("blew", "blown"), "shake": ("shook", "shaken"), "teach": ("taught",), "leave": ("left",),
+                     "meet": ("met",), "spin": ("spun",), "sweep": ("swept",), "climb": (), "read": ()}
 
 
 def english_inflection_of(text_word, word):
-    """text_word is word with a regular English ending: paddle -> paddled, win -> winning, happy -> happier."""
+    """text_word is word with a regular English ending (paddle -> paddled, win -> winning, happy -> happier) or one
+    of its irregular forms (throw -> threw)."""
+    if text_word in ENGLISH_IRREGULAR.get(word, ()):
+        return True
     for base in {word, word_stem(word, "english"), word + word[-1:]}:  # paddl(ed), win(n)ing
         if text_word.startswith(base) and text_word[len(base):] in ENGLISH_SUFFIXES:
             return True
