@@ -3,6 +3,7 @@ Command-line spelling shared by the argparse scripts: option names use underscor
 --key=value configs of train.py and sample.py do). The old spellings of earlier releases (--text-field) still work
 for one release; each one used prints a one-line deprecation note on stderr.
 """
+import argparse
 import sys
 
 
@@ -28,3 +29,22 @@ def rename_deprecated_options(argv, renamed_options):
             arg = new_name + equals + value
         renamed.append(arg)
     return renamed
+
+
+def add_init_from(parser, help_text, required=True):
+    """--init_from for one or more checkpoints (run folders, .pt files, hf:OWNER/REPO/FILE.pt), the name train.py,
+    sample.py and serve.py use; checkpoints given as positional arguments, the older spelling, still work."""
+    parser.add_argument("--init_from", nargs="+", default=[], help=help_text)
+    parser.add_argument("old_positional_checkpoints", nargs="*", help=argparse.SUPPRESS)
+    parser.set_defaults(_init_from_required=required)
+
+
+def resolve_init_from(parser, args):
+    """args.init_from after parsing, with positional checkpoints moved into it (and a deprecation note)."""
+    if args.old_positional_checkpoints:
+        print("note: checkpoints as positional arguments are deprecated, use --init_from (the old spelling will be "
+              "removed in a later release)", file=sys.stderr)
+        args.init_from = args.init_from + args.old_positional_checkpoints
+    if args._init_from_required and not args.init_from:
+        parser.error("--init_from is required")
+    return args

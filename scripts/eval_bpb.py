@@ -1,8 +1,8 @@
 """
 Bits per byte of trained checkpoints on a prepared dataset split: the one loss that compares across tokenizers.
 
-    python scripts/eval_bpb.py out/demo-hindi-sp4k out/demo-hindi-bpe4k
-    python scripts/eval_bpb.py out/run-a/ckpt_last.pt --data_dir data/demo-hindi --split val
+    python scripts/eval_bpb.py --init_from out/demo-hindi-sp4k out/demo-hindi-bpe4k
+    python scripts/eval_bpb.py --init_from out/run-a/ckpt_last.pt --data_dir data/demo-hindi --split val
 
 A loss per token depends on how much text a token holds: a tokenizer with longer tokens has a higher loss per
 token for the same model quality, so per-token losses (and perplexities) of models with different tokenizers cannot
@@ -30,20 +30,20 @@ from regional_tinystories import checkpoint, runtime
 from regional_tinystories import metrics
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
+from regional_tinystories.cli import add_init_from, resolve_init_from
 from regional_tinystories.dataset import DatasetError, check_split, load_meta
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoints", nargs="+",
-                   help="run folders (their ckpt_best.pt), .pt files or hf:OWNER/REPO/FILE.pt")
+    add_init_from(p, "run folders (their ckpt_best.pt), .pt files or hf:OWNER/REPO/FILE.pt")
     p.add_argument("--data_dir", help="prepared dataset for every checkpoint (default: each checkpoint's own)")
     p.add_argument("--data_root", help="replaces the data_root recorded in the checkpoints' configs")
     p.add_argument("--split", default="val")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--out_dir", default="out/eval_bpb")
-    return p.parse_args(argv)
+    return resolve_init_from(p, p.parse_args(argv))
 
 
 def dataset_of(ckpt, args):
@@ -118,7 +118,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = runtime.pick_device(args.device)
     try:
-        rows = [evaluate(source, args, device) for source in args.checkpoints]
+        rows = [evaluate(source, args, device) for source in args.init_from]
     except (checkpoint.CheckpointError, DatasetError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
     os.makedirs(args.out_dir, exist_ok=True)

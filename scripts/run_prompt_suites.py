@@ -3,8 +3,8 @@ Run several checkpoints on the prompt suites (context tracking, reasoning, factu
 their completions side by side.
 
     python scripts/run_prompt_suites.py --suites data/prompt_suites/hindi.jsonl \
-        --checkpoints out/hindi-64x2 out/hindi-512x6
-    python scripts/run_prompt_suites.py --suites data/prompt_suites/english.jsonl --checkpoints out/a out/b \
+        --init_from out/hindi-64x2 out/hindi-512x6
+    python scripts/run_prompt_suites.py --suites data/prompt_suites/english.jsonl --init_from out/a out/b \
         --temperature 0.8 --max_new_tokens 60 --out_dir out/suites-english
 
 A suite file holds records {ID, suite, language, prompt, expected}: a story-like prompt whose natural next word(s)
@@ -24,6 +24,7 @@ from regional_tinystories import checkpoint, runtime
 from regional_tinystories import metrics
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
+from regional_tinystories.cli import rename_deprecated_options
 from regional_tinystories.files import DataError, read_input_records
 from regional_tinystories.sampling import SamplingConfig, generate_stories
 
@@ -33,14 +34,15 @@ SUITE_FIELDS = ("ID", "suite", "prompt", "expected")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--suites", nargs="+", required=True, help="prompt suite .jsonl files")
-    p.add_argument("--checkpoints", nargs="+", required=True, help="run folders, .pt files or hf:OWNER/REPO/FILE.pt")
+    p.add_argument("--init_from", nargs="+", required=True, help="run folders, .pt files or hf:OWNER/REPO/FILE.pt")
     p.add_argument("--max_new_tokens", type=int, default=40)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--hit_words", type=int, default=5, help="the expected words must come within this many words")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto")
     p.add_argument("--out_dir", default="out/prompt_suites")
-    return p.parse_args(argv)
+    return p.parse_args(rename_deprecated_options(sys.argv[1:] if argv is None else list(argv),
+                                                  {"--checkpoints": "--init_from"}))
 
 
 def read_suite(path):
@@ -94,7 +96,7 @@ def main(argv=None):
     try:
         suites = {path: read_suite(path) for path in args.suites}
         models, results = [], {path: {} for path in suites}
-        for source in args.checkpoints:
+        for source in args.init_from:
             model, tok, ckpt = load_model(source, device)
             models.append(ckpt["path"])
             for path, prompts in suites.items():

@@ -3,7 +3,7 @@ Automatic story-quality metrics, no API needed: diversity, memorisation, script 
 
     python scripts/story_metrics.py --samples out/samples-hindi.jsonl --language hindi --out_dir out/metrics-hindi
     python scripts/story_metrics.py --samples out/a.jsonl out/b.jsonl data/demo/hindi.jsonl --language hindi \
-        --checkpoint out/demo-hindi --corpus data/demo/hindi.jsonl --memorisation_stories 50
+        --init_from out/demo-hindi --corpus data/demo/hindi.jsonl --memorisation_stories 50
 
 --samples are sample.py's JSON/JSONL files (any file of records with a "story" works: give the training corpus too
 for a reference row). Records are grouped by their "model" field (the file name when there is none), one row each.
@@ -19,7 +19,7 @@ Every metric is computed on what the model wrote, the story minus its prompt, so
   lexicon hit rate   share of words found in the language's Hunspell (or aspell) dictionary, an offline fluency
                      proxy; Debian packages hunspell-hi, hunspell-bn, aspell-mr, hunspell-en-us; --dictionary
                      overrides with a .dic (Hunspell), aspell:CODE, or a .txt word list
-  memorisation       with --checkpoint and --corpus: prompt the model with the first 40% of the words of
+  memorisation       with --init_from and --corpus: prompt the model with the first 40% of the words of
                      --memorisation_stories training stories and report the ROUGE-2 precision of its completion
                      against the remaining 60% (seed 004, Figure 5); near 1 means it recites the training data.
                      Stories whose first 40% does not fit the model's context are left out for that model.
@@ -55,6 +55,7 @@ from regional_tinystories import checkpoint, runtime
 from regional_tinystories import metrics
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
+from regional_tinystories.cli import rename_deprecated_options
 from regional_tinystories.corpus import CorpusError, read_texts
 from regional_tinystories.errors import one_line
 from regional_tinystories.files import DataError, read_input_records, record_key
@@ -76,7 +77,7 @@ def parse_args(argv=None):
                                         "(default: the language's Debian dictionary)")
     p.add_argument("--max_pairwise_stories", type=int, default=200,
                    help="max ROUGE-2 between stories uses at most this many stories per model")
-    p.add_argument("--checkpoint", nargs="*", default=[], help="run folder(s) or .pt file(s) for the memorisation test")
+    p.add_argument("--init_from", nargs="*", default=[], help="run folder(s) or .pt file(s) for the memorisation test")
     p.add_argument("--corpus", help="training corpus (.jsonl/.json/.txt) the memorisation prompts come from")
     p.add_argument("--text_field", default="story", help="record field holding the text in --corpus")
     p.add_argument("--references", nargs="+", default=[],
@@ -93,9 +94,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--out_dir", default="out/story_metrics")
-    args = p.parse_args(argv)
-    if args.checkpoint and not args.corpus:
-        p.error("--checkpoint is for the memorisation test, which also needs --corpus")
+    args = p.parse_args(rename_deprecated_options(sys.argv[1:] if argv is None else list(argv),
+                                                  {"--checkpoint": "--init_from"}))
+    if args.init_from and not args.corpus:
+        p.error("--init_from is for the memorisation test, which also needs --corpus")
     if args.bertscore_model and not args.references:
         p.error("--bertscore_model compares stories with --references; give those too")
     if args.memorisation_stories < 1 or args.max_pairwise_stories < 2:
@@ -278,9 +280,9 @@ def main(argv=None):
             rows.append({**row, **(against_references(group, references, args) if references else
                                    {"reference_pairs": None, "chrf": None, "bleu": None, "bertscore_f1": None})})
         memorised = {}
-        if args.checkpoint:
+        if args.init_from:
             prompts, endings = memorisation_prompts(args)
-            for source in args.checkpoint:
+            for source in args.init_from:
                 path, completions, true_endings = memorisation(source, prompts, endings, args)
                 memorised[path] = [metrics.rouge2(ending, completion).precision
                                    for completion, ending in zip(completions, true_endings)]

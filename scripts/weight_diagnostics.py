@@ -2,8 +2,8 @@
 Spectral diagnostics of trained checkpoints' weight matrices with WeightWatcher: a power-law alpha, spectral norm,
 stable rank and more for every layer, without any data.
 
-    python scripts/weight_diagnostics.py out/demo-hindi
-    python scripts/weight_diagnostics.py out/sweep-hindi/L2-H512 out/sweep-hindi/L6-H512 --out_dir out/ww-hindi
+    python scripts/weight_diagnostics.py --init_from out/demo-hindi
+    python scripts/weight_diagnostics.py --init_from out/sweep-hindi/L2-H512 out/sweep-hindi/L6-H512 --out_dir out/ww-hindi
 
 For each layer WeightWatcher fits a power law to the eigenvalue spectrum of W^T W (the empirical spectral density):
   alpha            its exponent; WeightWatcher's authors find alpha in [2, 6] for well-trained layers, larger for
@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from regional_tinystories import checkpoint, metrics  # noqa: E402
 from regional_tinystories import tokenizer as tk  # noqa: E402
 from regional_tinystories.checkpoint import load_model  # noqa: E402
+from regional_tinystories.cli import add_init_from, resolve_init_from  # noqa: E402
 from regional_tinystories.errors import one_line  # noqa: E402
 from regional_tinystories.files import atomic_write, write_text_atomic  # noqa: E402
 
@@ -46,10 +47,9 @@ WELL_TRAINED_ALPHA = (2.0, 6.0)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoints", nargs="+",
-                   help="run folders (their ckpt_best.pt), .pt files or hf:OWNER/REPO/FILE.pt")
+    add_init_from(p, "run folders (their ckpt_best.pt) or .pt files")
     p.add_argument("--out_dir", default="out/weight_diagnostics")
-    return p.parse_args(argv)
+    return resolve_init_from(p, p.parse_args(argv))
 
 
 def layer_metrics(model):
@@ -125,7 +125,7 @@ def plot(results, png):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        results = [diagnose(source) for source in args.checkpoints]
+        results = [diagnose(source) for source in args.init_from]
     except (checkpoint.CheckpointError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
     summaries = [summary_row(*result) for result in results]

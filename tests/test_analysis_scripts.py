@@ -208,7 +208,7 @@ def test_memorisation_scores_a_perfect_reciter_1(tmp_path, monkeypatch, corpus, 
         return [{"prompt": p, "story": full[p], "model": model_name} for p in prompts]
     monkeypatch.setattr(story_metrics, "generate_stories", recite)
     story_metrics.main(["--samples", write_jsonl(tmp_path / "s.jsonl", SAMPLES), "--language", "hindi",
-                        "--checkpoint", runs[0], "--corpus", corpus, "--memorisation_stories", "5",
+                        "--init_from", runs[0], "--corpus", corpus, "--memorisation_stories", "5",
                         "--out_dir", str(tmp_path / "out")])
     rows = read_json(tmp_path / "out" / "story_metrics.json")
     (row,) = [r for r in rows if r["model"].endswith(os.path.join("tiny-hindi-a", "ckpt_best.pt"))]
@@ -230,7 +230,7 @@ def test_memorisation_with_a_real_model(tmp_path, monkeypatch, corpus, runs):
     real_generate = story_metrics.generate_stories
     monkeypatch.setattr(story_metrics, "generate_stories", spy)
     story_metrics.main(["--samples", write_jsonl(tmp_path / "s.jsonl", SAMPLES), "--language", "hindi",
-                        "--checkpoint", runs[1], "--corpus", corpus, "--memorisation_stories", "3",
+                        "--init_from", runs[1], "--corpus", corpus, "--memorisation_stories", "3",
                         "--max_new_tokens", "6", "--out_dir", str(tmp_path)])
     row = read_json(tmp_path / "story_metrics.json")[-1]
     assert row["memorisation_stories"] == 3 and len(generated) == 3
@@ -243,7 +243,7 @@ def test_memorisation_with_a_real_model(tmp_path, monkeypatch, corpus, runs):
 # ----------------------------------------------------------------------------- eval_bpb.py
 
 def test_eval_bpb_matches_a_window_by_window_computation(tmp_path, dataset, runs):
-    eval_bpb.main([runs[0], "--batch_size", "3", "--out_dir", str(tmp_path)])
+    eval_bpb.main(["--init_from", runs[0], "--batch_size", "3", "--out_dir", str(tmp_path)])
     (row,) = read_json(tmp_path / "eval_bpb.json")
     meta = read_json(os.path.join(dataset, "meta.json"))
     tokens = torch.from_numpy(np.fromfile(os.path.join(dataset, "val.bin"), dtype=meta["dtype"]).astype(np.int64))
@@ -389,7 +389,7 @@ def test_prompt_suite_hits_and_errors(tmp_path, runs):
     assert not run_prompt_suites.is_hit("a b c d e kite", "kite", 5)
     assert not run_prompt_suites.is_hit("the kites flew", "kite", 5)  # whole words only
     bad = write_jsonl(tmp_path / "s.jsonl", [{"ID": "a", "suite": "context", "prompt": "x"}])
-    assert exit_message(run_prompt_suites.main, ["--suites", bad, "--checkpoints", runs[0]]) \
+    assert exit_message(run_prompt_suites.main, ["--suites", bad, "--init_from", runs[0]]) \
         == f"error: {bad}:1: prompt record has no text in 'expected'"
 
 
@@ -401,3 +401,9 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
                              "--language", "hindi"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'missing.jsonl'}: no such file or folder"
+
+
+def test_old_checkpoint_spellings_still_work_with_a_note(tmp_path, runs, capsys):
+    eval_bpb.main([runs[0], "--out_dir", str(tmp_path / "a")])  # positional, as before
+    assert "note: checkpoints as positional arguments are deprecated, use --init_from" in capsys.readouterr().err
+    assert read_json(tmp_path / "a" / "eval_bpb.json")[0]["model"].endswith("ckpt_best.pt")

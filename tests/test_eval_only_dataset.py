@@ -38,7 +38,7 @@ def test_held_out_text_becomes_an_eval_only_dataset_scored_in_bits_per_byte(tmp_
     assert eval_meta["splits"]["val"]["documents"] == 3 and eval_meta["splits"]["train"]["documents"] == 0
     assert eval_meta["splits"]["val"]["bytes"] == sum(len(t.encode("utf-8")) for t in HELD_OUT)
 
-    eval_bpb.main([str(run_dir), "--data_dir", eval_dir, "--out_dir", str(tmp_path / "bpb")])
+    eval_bpb.main(["--init_from", str(run_dir), "--data_dir", eval_dir, "--out_dir", str(tmp_path / "bpb")])
     with open(tmp_path / "bpb" / "eval_bpb.json", encoding="utf-8") as f:
         (row,) = json.load(f)
     tokens = np.memmap(os.path.join(eval_dir, "val.bin"), dtype=eval_meta["dtype"], mode="r")

@@ -25,7 +25,7 @@ def save_checkpoint(folder, weights=None):
 
 def test_layer_metrics_are_those_of_the_checkpoints_weights(tmp_path):
     model = save_checkpoint(tmp_path)
-    result = run_main(weight_diagnostics.main, [str(tmp_path), "--out_dir", str(tmp_path / "out")])
+    result = run_main(weight_diagnostics.main, ["--init_from", str(tmp_path), "--out_dir", str(tmp_path / "out")])
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "out" / "weight_diagnostics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -45,7 +45,7 @@ def test_weights_that_do_not_fit_the_model_are_refused_not_skipped(tmp_path):
     # a checkpoint of another layout: strict=False would load none of it and diagnose a random model
     renamed = {f"decoder.{name}": tensor for name, tensor in model.state_dict().items()}
     save_checkpoint(tmp_path, weights=renamed)
-    result = run_main(weight_diagnostics.main, [str(tmp_path), "--out_dir", str(tmp_path / "out")])
+    result = run_main(weight_diagnostics.main, ["--init_from", str(tmp_path), "--out_dir", str(tmp_path / "out")])
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: checkpoint {tmp_path / 'ckpt_best.pt'}: weights do not match its "
                                     "model_args (no wte.weight and ")
