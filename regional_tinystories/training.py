@@ -1,6 +1,6 @@
 """
-What a training script shares with the others written in its shape (train.py, and the distillation and reward
-fine-tuning scripts to come). Each script keeps its own settings and its own loop; from here it takes
+What a training script shares with the others written in its shape (train.py, distill.py, finetune_reward.py).
+Each script keeps its own settings and its own loop; from here it takes
 
   settings    check_settings (ranges, device), resume_settings (a resumed run keeps its own settings),
               fine_tune_settings (a model initialised from a checkpoint keeps its architecture)

@@ -170,7 +170,7 @@ def test_resume_restores_the_runs_settings_and_refuses_other_changes(data_root, 
                                           "--log_interval=2", "--lr_decay_iters=4"])
     assert one_error_line(result) == (
         f"error: resume from {out}/ckpt_last.pt: lr_decay_iters=4 (the run has None) would make it a different run; "
-        "only max_iters, eval_interval, log_interval, eval_iters, eval_only, always_save_checkpoint, "
+        "only max_iters, max_seconds, eval_interval, log_interval, eval_iters, eval_only, always_save_checkpoint, "
         "early_stop_patience, early_stop_min_delta, wandb_mode, wandb_project, wandb_run_name, data_root, device, "
         "compile may change on resume (train into a new out_dir instead)")
     result = run_main(train_script.main, [f"--out_dir={out}", "--init_from=resume", "--max_iters=4",
