@@ -127,11 +127,11 @@ def main():
         print(f"\rstep {step + 1}/{3 + args.steps}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     base = contenders[0]
-    print(f"\n| contender | tokens/s | × baseline (median, min–max per step) | GFLOP/s | % of {'bf16' if native_bf16 else 'fp32'}"
-          f" peak | loss after {3 + args.steps} steps |\n|---|---|---|---|---|---|")
     peak = statistics.median(step_peaks)
     print(f"(peak: {'native bf16' if native_bf16 else 'fp32'} 1024x1024 matmul between steps, median {peak / 1e9:.0f} "
           f"GFLOP/s, range {min(step_peaks) / 1e9:.0f}–{max(step_peaks) / 1e9:.0f})")
+    print(f"\n| contender | tokens/s | × baseline (median, min–max per step) | GFLOP/s | % of {'bf16' if native_bf16 else 'fp32'}"
+          f" peak | loss after {3 + args.steps} steps |\n|---|---|---|---|---|---|")
     for c in contenders:
         ratios = [b / s for b, s in zip(base.seconds, c.seconds)]
         tps = tokens / statistics.median(c.seconds)
