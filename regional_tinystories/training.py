@@ -17,6 +17,7 @@ import math
 import os
 import shlex
 import signal
+import sys
 import threading
 from dataclasses import asdict, dataclass, fields
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from regional_tinystories import checkpoint, runtime
+from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import CheckpointError
 from regional_tinystories.config import ConfigError, check_value
 from regional_tinystories.dataset import (
@@ -32,7 +34,7 @@ from regional_tinystories.dataset import (
     check_split,
     load_meta,
 )
-from regional_tinystories.errors import one_line
+from regional_tinystories.errors import InputError, one_line
 from regional_tinystories.files import (
     remove_stale_temp_files,
     write_json_atomic,
@@ -448,3 +450,24 @@ class StopSignals:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             signum = int(flag.item())
         return signal.Signals(signum).name if signum else None
+
+
+# ----------------------------------------------------------------------------- the scripts' main()
+
+SIGNAL_STOPS = ("SIGINT", "SIGTERM")
+EXIT_STATUS = {"non-finite loss": 1, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+
+
+def run_training_script(run, argv=None):
+    """main() of train.py, distill.py and finetune_reward.py: run(argv, signals) with SIGINT / SIGTERM turned into a
+    saved stop (under torchrun every rank stops at the same iteration), bad input as one error line, and the exit
+    status of how the run stopped."""
+    argv = sys.argv[1:] if argv is None else argv
+    rank, _, world_size = runtime.world_info()
+    try:
+        with StopSignals(repeat_stops=world_size == 1, announce=rank == 0) as signals:
+            stop_reason = run(argv, signals)
+    except (InputError, tk.TokenizerError) as e:
+        sys.exit(f"error: {e}")
+    if EXIT_STATUS.get(stop_reason):
+        sys.exit(EXIT_STATUS[stop_reason])

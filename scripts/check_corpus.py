@@ -11,7 +11,6 @@ Prints a Markdown table (also written to OUT_DIR/corpus_report.md with a JSON co
 story; exits 1 when a gate fails.
 """
 import argparse
-import json
 import os
 import sys
 from collections import defaultdict

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shlex
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -45,9 +44,9 @@ from regional_tinystories.errors import InputError, one_line
 from regional_tinystories.files import write_json_atomic
 from regional_tinystories.model import GPT, ModelConfig
 from regional_tinystories.training import (
+    SIGNAL_STOPS,
     BatchSampler,
     RunLog,
-    StopSignals,
     TrainState,
     check_settings,
     evaluate,
@@ -59,6 +58,7 @@ from regional_tinystories.training import (
     resume_command,
     resume_settings,
     resume_state,
+    run_training_script,
     save_checkpoint,
     write_summary,
 )
@@ -131,8 +131,6 @@ CHOICES = dict(recipe=("classic", "modern"), lr_schedule=("cosine", "wsd", "cons
                teacher_dtype=DTYPES, teacher_type=("auto", "checkpoint", "transformers"),
                wandb_mode=("online", "offline", "disabled"))
 TYPES = dict(lr_decay_iters=int, alpha_end=float, temperature_end=float)
-SIGNAL_STOPS = ("SIGINT", "SIGTERM")
-EXIT_STATUS = {"non-finite loss": 1, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
 
 
 def check_distill_settings(settings):
@@ -631,15 +629,7 @@ def distill(argv, signals):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    rank, _, world_size = runtime.world_info()
-    try:
-        with StopSignals(repeat_stops=world_size == 1, announce=rank == 0) as signals:
-            stop_reason = distill(argv, signals)
-    except (InputError, tk.TokenizerError) as e:
-        sys.exit(f"error: {e}")
-    if EXIT_STATUS.get(stop_reason):
-        sys.exit(EXIT_STATUS[stop_reason])
+    run_training_script(distill, argv)
 
 
 if __name__ == "__main__":

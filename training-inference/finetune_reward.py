@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -47,9 +46,9 @@ from regional_tinystories.model import KVCache
 from regional_tinystories.sampling import SamplingConfig, sample_next
 from regional_tinystories.training import (
     RESUME_MAY_CHANGE,
+    SIGNAL_STOPS,
     BatchSampler,
     RunLog,
-    StopSignals,
     check_settings,
     evaluate,
     learning_rate_at,
@@ -60,6 +59,7 @@ from regional_tinystories.training import (
     resume_command,
     resume_settings,
     resume_state,
+    run_training_script,
     save_checkpoint,
 )
 
@@ -124,8 +124,6 @@ CHOICES = dict(lr_schedule=("cosine", "wsd", "constant"), dtype=("auto", "float3
                baseline=("batch", "running"), wandb_mode=("online", "offline", "disabled"))
 TYPES = dict(lr_decay_iters=int)
 MAY_CHANGE = RESUME_MAY_CHANGE + ("examples",)
-SIGNAL_STOPS = ("SIGINT", "SIGTERM")
-EXIT_STATUS = {"non-finite loss": 1, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
 
 
 @dataclass
@@ -565,15 +563,7 @@ def finetune(argv, signals):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    rank, _, world_size = runtime.world_info()
-    try:
-        with StopSignals(repeat_stops=world_size == 1, announce=rank == 0) as signals:
-            stop_reason = finetune(argv, signals)
-    except (InputError, tk.TokenizerError) as e:
-        sys.exit(f"error: {e}")
-    if EXIT_STATUS.get(stop_reason):
-        sys.exit(EXIT_STATUS[stop_reason])
+    run_training_script(finetune, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shlex
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -30,9 +29,9 @@ from regional_tinystories.config import parse_settings
 from regional_tinystories.errors import InputError
 from regional_tinystories.model import GPT, ModelConfig
 from regional_tinystories.training import (
+    SIGNAL_STOPS,
     BatchSampler,
     RunLog,
-    StopSignals,
     TrainState,
     check_settings,
     evaluate,
@@ -44,6 +43,7 @@ from regional_tinystories.training import (
     resume_command,
     resume_settings,
     resume_state,
+    run_training_script,
     save_checkpoint,
     write_summary,
 )
@@ -105,8 +105,6 @@ DEFAULTS = dict(
 CHOICES = dict(recipe=("classic", "modern"), lr_schedule=("cosine", "wsd", "constant"),
                dtype=("auto", "float32", "bfloat16", "float16"), wandb_mode=("online", "offline", "disabled"))
 TYPES = dict(lr_decay_iters=int)  # the type of each setting whose default is None
-SIGNAL_STOPS = ("SIGINT", "SIGTERM")
-EXIT_STATUS = {"non-finite loss": 1, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
 
 
 def train(argv, signals):
@@ -340,16 +338,7 @@ def train(argv, signals):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    rank, _, world_size = runtime.world_info()
-    try:
-        # from here on SIGINT / SIGTERM stop the loop, which saves first
-        with StopSignals(repeat_stops=world_size == 1, announce=rank == 0) as signals:
-            stop_reason = train(argv, signals)
-    except (InputError, tk.TokenizerError) as e:
-        sys.exit(f"error: {e}")
-    if EXIT_STATUS.get(stop_reason):
-        sys.exit(EXIT_STATUS[stop_reason])
+    run_training_script(train, argv)
 
 
 if __name__ == "__main__":
