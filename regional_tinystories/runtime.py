@@ -136,3 +136,29 @@ def world_info():
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
     return 0, 0, 1
+
+
+def start_ranks(device, local_rank, world_size):
+    """Under torchrun (world_size > 1): join the process group (NCCL on GPUs, gloo on CPUs) and give each rank its
+    GPU, or its share of the CPU threads. Returns the rank's device."""
+    if world_size == 1:
+        return device
+    import torch.distributed as dist
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    return device
+
+
+def wrap_for_training(model, compile_, world_size, local_rank, device):
+    """The model the training loop calls: torch.compile'd if asked, inside DDP under torchrun. (Checkpoints save the
+    unwrapped model.)"""
+    if compile_:
+        model = torch.compile(model)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+    return model

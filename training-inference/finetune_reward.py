@@ -313,16 +313,8 @@ def finetune(argv, signals):
     say("config: " + json.dumps(settings))
 
     # ------------------------------------------------------------------ system
-    device = runtime.pick_device(cfg.device)
     ddp = world_size > 1
-    if ddp:
-        import torch.distributed as dist
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-        else:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    device = runtime.start_ranks(runtime.pick_device(cfg.device), local_rank, world_size)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)
     runtime.seed_everything(cfg.seed + rank)  # the sampling RNG: each rank draws its own stories
@@ -381,11 +373,7 @@ def finetune(argv, signals):
     ckpt = reference_ckpt = None
 
     raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+    model = runtime.wrap_for_training(model, cfg.compile, world_size, local_rank, device)
 
     # ------------------------------------------------------------------ output folder and log
     writes = master and not cfg.eval_only

@@ -134,20 +134,11 @@ def train(argv, signals):
     say("config: " + json.dumps(settings))
 
     # ------------------------------------------------------------------ system
-    device = runtime.pick_device(cfg.device)
     ddp = world_size > 1
-    if ddp:
-        import torch.distributed as dist
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-        else:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-        if cfg.gradient_accumulation_steps % world_size:
-            raise InputError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
-                             f"the {world_size} ranks")
+    device = runtime.start_ranks(runtime.pick_device(cfg.device), local_rank, world_size)
+    if cfg.gradient_accumulation_steps % world_size:
+        raise InputError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
+                         f"the {world_size} ranks")
     accum_steps = max(1, cfg.gradient_accumulation_steps // world_size)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)
@@ -197,11 +188,7 @@ def train(argv, signals):
     ckpt = None  # free its memory
 
     raw_model = model  # what is saved: without the torch.compile and DDP wrappers
-    if cfg.compile:
-        model = torch.compile(model)
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+    model = runtime.wrap_for_training(model, cfg.compile, world_size, local_rank, device)
 
     # ------------------------------------------------------------------ output folder and log
     writes = master and not cfg.eval_only
