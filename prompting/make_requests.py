@@ -37,14 +37,11 @@ import time
 from regional_tinystories.cli import rename_deprecated_options, underscored
 from regional_tinystories.errors import InputError, Problem, one_line
 from regional_tinystories.files import (
-    hf_dataset_rows,
     hold_lock,
-    input_files,
+    named_sources,
     paths_overlap,
-    read_input_records,
     record_key,
     scan_appended_records,
-    strip_gz,
 )
 from regional_tinystories.languages import load_language
 from regional_tinystories.llm import (
@@ -174,23 +171,9 @@ def input_sources(args):
     <out>/X.jsonl. Refuses two inputs with the same name and any output that is, holds or lies inside an input
     (symlinks resolved): its results would be taken for done work and its last line "repaired" away. Reads
     nothing but folder listings, so it runs before any file is touched."""
-    if args.hf_source:
-        # "roneneldan/TinyStories" -> TinyStories-train.jsonl ("NAME:CONFIG" -> NAME-CONFIG-train.jsonl)
-        name = args.hf_source.rstrip("/").split("/")[-1].replace(":", "-")
-        sources = [(f"{name}-{args.hf_split}", lambda: hf_dataset_rows(args.hf_source, args.hf_split))]
-        local_dataset = args.hf_source.partition(":")[0]
-        inputs = [local_dataset] if os.path.exists(local_dataset) else []  # a dataset folder on disk
-    else:
-        inputs = input_files(args.input)
-        # X.jsonl, X.json and X.jsonl.gz all write to <out>/X.jsonl
-        sources = [(os.path.splitext(os.path.basename(strip_gz(path)))[0],
-                    lambda path=path: read_input_records(path))
-                   for path in inputs]
-    names = [name for name, _ in sources]
-    duplicated = next((name for name in names if names.count(name) > 1), None)
-    if duplicated:
-        raise InputError(f"two inputs are named {duplicated!r} and would write to the same output file")
-
+    # "roneneldan/TinyStories" -> TinyStories-train.jsonl; X.jsonl, X.json and X.jsonl.gz -> <out>/X.jsonl
+    # only translate mode reads Hugging Face datasets (and has --hf_split)
+    sources, inputs = named_sources(args.input, args.hf_source, getattr(args, "hf_split", None))
     for path in [*(args.input or []), *inputs]:
         if paths_overlap(path, args.out):
             raise InputError(f"--out {args.out} overlaps the input {path}; write the results to a folder of their own")

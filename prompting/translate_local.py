@@ -54,14 +54,11 @@ from regional_tinystories.errors import InputError, one_line
 from regional_tinystories.files import (
     append_record,
     atomic_write,
-    hf_dataset_rows,
     hold_lock,
-    input_files,
+    named_sources,
     paths_overlap,
-    read_input_records,
     record_key,
     scan_appended_records,
-    strip_gz,
 )
 from regional_tinystories.languages import load_language, script_share
 from regional_tinystories.translation import (
@@ -132,21 +129,7 @@ class Shard:
 def input_sources(args):
     """[(name, read)] of the inputs; refuses an --out that is, holds or lies inside an input (its results would be
     read as done work), before any file is touched."""
-    if args.hf_source:
-        name = args.hf_source.rstrip("/").split("/")[-1].replace(":", "-")
-        sources = [(f"{name}-{args.hf_split}", lambda: hf_dataset_rows(args.hf_source, args.hf_split))]
-        local = args.hf_source.partition(":")[0]
-        inputs = [local] if os.path.exists(local) else []
-    else:
-        inputs = input_files(args.input)
-        # X.jsonl, X.json and X.jsonl.gz all write to <out>/X.jsonl
-        sources = [(os.path.splitext(os.path.basename(strip_gz(path)))[0],
-                    lambda path=path: read_input_records(path))
-                   for path in inputs]
-    names = [name for name, _ in sources]
-    duplicated = next((name for name in names if names.count(name) > 1), None)
-    if duplicated:
-        raise InputError(f"two inputs are named {duplicated!r} and would write to the same output file")
+    sources, inputs = named_sources(args.input, args.hf_source, args.hf_split)
     for path in [*args.input, *inputs]:
         if not path.startswith("hf:") and paths_overlap(path, args.out):
             raise InputError(f"--out {args.out} overlaps the input {path}; write the results to a folder of their own")

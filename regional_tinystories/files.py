@@ -278,3 +278,24 @@ def hold_lock(path, busy_message):
             raise InputError(busy_message) from None
         raise
     return lock_file
+
+
+def named_sources(input_paths, hf_source=None, hf_split="train"):
+    """(sources, local inputs) of a run that writes one output per input: sources is [(output name, read())], where
+    read() yields (location, record) — X.jsonl, X.json and X.jsonl.gz all name X, a Hugging Face dataset NAME (or
+    NAME:CONFIG) names NAME-CONFIG-SPLIT — and local inputs are the files or dataset folder to keep the output away
+    from. Two inputs that would write to the same output are refused."""
+    if hf_source:
+        name = hf_source.rstrip("/").split("/")[-1].replace(":", "-")
+        sources = [(f"{name}-{hf_split}", lambda: hf_dataset_rows(hf_source, hf_split))]
+        local_dataset = hf_source.partition(":")[0]
+        inputs = [local_dataset] if os.path.exists(local_dataset) else []  # a dataset folder on disk
+    else:
+        inputs = input_files(input_paths)
+        sources = [(os.path.splitext(os.path.basename(strip_gz(path)))[0], lambda path=path: read_input_records(path))
+                   for path in inputs]
+    names = [name for name, _ in sources]
+    duplicated = next((name for name in names if names.count(name) > 1), None)
+    if duplicated:
+        raise InputError(f"two inputs are named {duplicated!r} and would write to the same output file")
+    return sources, inputs
