@@ -21,14 +21,13 @@ import itertools
 import os
 import random
 import sys
-import unicodedata
 
 from tqdm import tqdm
 
 from regional_tinystories.cli import rename_deprecated_options, underscored
 from regional_tinystories.errors import InputError
-from regional_tinystories.files import first_bad_utf8, paths_overlap, write_jsonl_atomic
-from regional_tinystories.languages import PROMPT_GEN_DIR, load_language
+from regional_tinystories.files import paths_overlap, write_jsonl_atomic
+from regional_tinystories.languages import PROMPT_GEN_DIR, load_language, read_word_list
 from regional_tinystories.templates import (
     BUILTIN_TEMPLATES,
     fill_story_template,
@@ -38,33 +37,6 @@ from regional_tinystories.templates import (
 WORD_KINDS = ("nouns", "verbs", "adjectives", "endings")
 # The spellings of earlier releases, accepted for one more with a deprecation note.
 RENAMED_OPTIONS = underscored("--template-file", "--num-prompts", "--ending-language", "--words-dir")
-
-
-def read_word_list(path):
-    """[(word, english_gloss)] from a file of 'word<TAB>english gloss' lines; InputError on bad lines."""
-    if not os.path.isfile(path):
-        raise InputError(f"word list not found: {path}")
-    entries, first_seen = [], {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                fields = [unicodedata.normalize("NFC", field.strip()) for field in line.rstrip("\n").split("\t")]
-                if len(fields) != 2 or not all(fields):
-                    raise InputError(f"{path}:{line_no}: expected 'word<TAB>english gloss', got {line.strip()!r}")
-                word = fields[0]
-                if word in first_seen:
-                    # A repeated word would make two "unique" combinations produce the same prompt.
-                    raise InputError(f"{path}:{line_no}: duplicate word {word!r} (first on line {first_seen[word]})")
-                first_seen[word] = line_no
-                entries.append((word, fields[1]))
-    except UnicodeDecodeError:
-        line_no, offset = first_bad_utf8(path)
-        raise InputError(f"{path}:{line_no}: not UTF-8 text (byte {offset} of the file)") from None
-    if not entries:
-        raise InputError(f"word list is empty: {path}")
-    return entries
 
 
 def combination(number, sizes):

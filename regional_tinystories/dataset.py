@@ -1,5 +1,6 @@
 """
-Reading a prepared dataset (prepare.py's train.bin / val.bin / meta.json): meta.json's shape, the checks of each
+Reading a prepared dataset (prepare.py's train.bin / val.bin / meta.json, and the story masks
+{split}.mask.bin of the instruct format): meta.json's shape, the checks of each
 .bin against it (size, framing, token ids), and bits per byte.
 """
 import json
@@ -103,6 +104,10 @@ def check_split(data_dir, meta, split, full=True):
     problems = []
     if size // itemsize != expected["tokens"]:
         problems.append(Problem(f"{path}: holds {size // itemsize} tokens, meta.json says {expected['tokens']}"))
+    mask_path = os.path.join(data_dir, f"{split}.mask.bin")
+    if meta.get("format") == "instruct" and (not os.path.isfile(mask_path) or os.path.getsize(mask_path) != size // itemsize):
+        problems.append(Problem(f"{mask_path}: missing or not one byte per token of {split}.bin (the instruct "
+                                f"format's story mask; run prepare.py again)"))
     if size == 0:  # an evaluation-only dataset has an empty train split
         return problems
     vocab = meta["vocab_size"]
@@ -126,10 +131,13 @@ def check_split(data_dir, meta, split, full=True):
     return problems
 
 
-def bits_per_byte(loss_nats, meta, split):
+def bits_per_byte(loss_nats, meta, split, story_only=False):
     """Convert a per-token loss to bits per UTF-8 byte of text, the loss that compares across tokenizers.
-    Framing tokens are counted as tokens (they are predicted too) but add no bytes."""
+    Framing tokens are counted as tokens (they are predicted too) but add no bytes. story_only: the loss is over
+    the story tokens of an instruct dataset (loss_on=story), so per story token and story byte."""
     c = meta["splits"][split]
-    if not c.get("bytes"):
-        raise DatasetError(f"meta.json: splits.{split} records no bytes, so bits per byte cannot be computed")
-    return float(loss_nats / math.log(2) * c["tokens"] / c["bytes"])
+    tokens, n_bytes = ("story_tokens", "story_bytes") if story_only else ("tokens", "bytes")
+    if not c.get(n_bytes):
+        raise DatasetError(f"meta.json: splits.{split} records no {n_bytes.replace('_', ' ')}, so bits per byte "
+                           f"cannot be computed")
+    return float(loss_nats / math.log(2) * c[tokens] / c[n_bytes])

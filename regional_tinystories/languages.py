@@ -11,7 +11,10 @@ language.json entry:
                                                          (Bangla ends sentences with the Devanagari danda)
     sentence_end       ["।", ".", "!", "?"]              what a finished story may end with
     story_traditions   "the Panchatantra, ..."           well-known children's stories, for template 4+
+    instruct_labels    {"words": "शब्द", ...}             labels of the instruct format's block (optional;
+                                                         English labels for any that are missing)
 
+The word lists are nouns/verbs/adjectives/endings.tsv, one 'word<TAB>english gloss' per line.
 Adding a language = adding a folder with its word lists and this file.
 The analysis stage imports script_share() from here to measure script purity.
 """
@@ -21,7 +24,10 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from regional_tinystories.errors import InputError
+from regional_tinystories.files import first_bad_utf8
 
 # The word lists live with the prompting stage, beside generate_prompts.py.
 PROMPT_GEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prompting", "prompt_gen")
@@ -41,6 +47,7 @@ class Language:
     script_chars: frozenset  # every character of unicode_ranges plus extra_characters: O(1) lookups
     sentence_end: tuple
     story_traditions: str
+    instruct_labels: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 # A language key is a folder name, never a path: "../../x" must not read a language.json outside PROMPT_GEN_DIR.
@@ -78,9 +85,42 @@ def _load_language_entry(key):
         return Language(key=key, name=entry["name"], script=entry["script"],
                         script_chars=script_chars | frozenset(entry.get("extra_characters", "")),
                         sentence_end=tuple(entry["sentence_end"]),
-                        story_traditions=entry["story_traditions"])
+                        story_traditions=entry["story_traditions"],
+                        instruct_labels=dict(entry.get("instruct_labels", {})))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: malformed language entry ({type(e).__name__}: {e})") from None
+
+
+def read_word_list(path):
+    """[(word, english_gloss)] from a file of 'word<TAB>english gloss' lines; InputError on bad lines."""
+    if not os.path.isfile(path):
+        raise InputError(f"word list not found: {path}")
+    entries, first_seen = [], {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                fields = [unicodedata.normalize("NFC", part.strip()) for part in line.rstrip("\n").split("\t")]
+                if len(fields) != 2 or not all(fields):
+                    raise InputError(f"{path}:{line_no}: expected 'word<TAB>english gloss', got {line.strip()!r}")
+                word = fields[0]
+                if word in first_seen:
+                    # A repeated word would make two "unique" combinations produce the same prompt.
+                    raise InputError(f"{path}:{line_no}: duplicate word {word!r} (first on line {first_seen[word]})")
+                first_seen[word] = line_no
+                entries.append((word, fields[1]))
+    except UnicodeDecodeError:
+        line_no, offset = first_bad_utf8(path)
+        raise InputError(f"{path}:{line_no}: not UTF-8 text (byte {offset} of the file)") from None
+    if not entries:
+        raise InputError(f"word list is empty: {path}")
+    return entries
+
+
+def word_list(language, kind, words_dir=None):
+    """The entries of one of a language's word lists (kind: nouns, verbs, adjectives or endings)."""
+    return read_word_list(os.path.join(words_dir or os.path.join(PROMPT_GEN_DIR, language), f"{kind}.tsv"))
 
 
 def _as_language(language):

@@ -73,22 +73,28 @@ def sample_next(logits, idx, sampling, generator=None):
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
-def encode_prompt(tokenizer, prompt, block_size):
-    """[bos] + the ids of the NFC prompt. A prompt too long for the window keeps its end (and the bos), since that
-    is what the story continues from, and leaves room for at least one new token."""
-    ids = [tokenizer.bos_id] + tokenizer.encode(unicodedata.normalize("NFC", prompt))
+def encode_prompt(tokenizer, prompt, block_size, instruction=""):
+    """[bos] + the ids of the NFC prompt; with an instruct model's instruction block, [bos] + block + prompt, each
+    encoded on its own as prepare.py --format=instruct did. A prompt too long for the window keeps its end (and
+    the bos), since that is what the story continues from, and leaves room for at least one new token."""
+    block = tokenizer.encode(unicodedata.normalize("NFC", instruction)) if instruction else []
+    ids = [tokenizer.bos_id] + block + (tokenizer.encode(unicodedata.normalize("NFC", prompt)) if prompt else [])
     if len(ids) > block_size - 1:
         ids = [tokenizer.bos_id] + ids[-(block_size - 2):]
     return ids
 
 
 def generate_stories(model, tokenizer, prompts, sampling, num_samples=1, device="cpu", dtype="float32",
-                     model_name="", progress=False):
+                     model_name="", progress=False, instructions=None):
     """Yield one record per sample of every prompt, prompt by prompt (so a caller can write each as it comes);
-    story includes the prompt."""
+    story includes the prompt. instructions: an instruct model's block for each prompt (regional_tinystories.
+    instruct), kept out of the story and recorded as "instruction"."""
     for i, prompt in enumerate(tqdm(prompts, desc="sampling", unit="prompt", disable=not progress or None)):
         prompt = unicodedata.normalize("NFC", prompt)
-        ids = encode_prompt(tokenizer, prompt, model.config.block_size)
+        instruction = instructions[i] if instructions else ""
+        ids = encode_prompt(tokenizer, prompt, model.config.block_size, instruction)
+        # the story is the prompt (what is left of it in the window) and what follows, never the instruction
+        opening = ids[max(1, len(ids) - len(tokenizer.encode(prompt))):] if prompt else []
         idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
         # one generator per prompt: a prompt's samples do not depend on which other prompts are in the file
         generator = torch.Generator(device=device).manual_seed(sampling.seed + i)
@@ -97,5 +103,7 @@ def generate_stories(model, tokenizer, prompts, sampling, num_samples=1, device=
         for s, row in enumerate(out[:, len(ids):].tolist()):
             finish = "eos" if tokenizer.eos_id in row else "length"
             new = row[:row.index(tokenizer.eos_id)] if finish == "eos" else row
-            yield {"ID": f"prompt-{i + 1:04d}", "prompt": prompt, "sample_index": s, "story": tokenizer.decode(ids[1:] + new),
-                   "n_tokens": len(new), "finish_reason": finish, "settings": sampling.as_dict(), "model": model_name}
+            record = {"ID": f"prompt-{i + 1:04d}", "prompt": prompt, "sample_index": s,
+                      "story": tokenizer.decode(opening + new), "n_tokens": len(new), "finish_reason": finish,
+                      "settings": sampling.as_dict(), "model": model_name}
+            yield {**record, "instruction": instruction} if instruction else record

@@ -153,10 +153,16 @@ def open_dataset(data_dir, splits=("train", "val")):
 
 class BatchSampler:
     """Random (x, y) windows of block_size tokens from one split. doc_aligned windows start at a <bos>.
+    story_only (an instruct dataset, loss_on=story): targets outside the stories are -1, which the loss ignores.
     Positions come from a seeded torch.Generator whose state is saved in checkpoints for exact resume."""
 
-    def __init__(self, data_dir, meta, split, block_size, batch_size, seed, doc_aligned=False):
+    def __init__(self, data_dir, meta, split, block_size, batch_size, seed, doc_aligned=False, story_only=False):
         self.path = os.path.join(data_dir, f"{split}.bin")
+        self.mask_path = os.path.join(data_dir, f"{split}.mask.bin") if story_only else None
+        self.story_only = story_only
+        if story_only and meta.get("format") != "instruct":
+            raise DatasetError(f"{data_dir}: loss_on=story needs a dataset prepared with --format=instruct (this one "
+                               f"is {meta.get('format', 'plain')})")
         self.dtype = np.dtype(meta["dtype"])
         self.block_size, self.batch_size = block_size, batch_size
         n = os.path.getsize(self.path) // self.dtype.itemsize
@@ -183,7 +189,12 @@ class BatchSampler:
         data = np.memmap(self.path, dtype=self.dtype, mode="r")
         rows = np.stack([data[i:i + self.block_size + 1] for i in ix.tolist()]).astype(np.int64)
         batch = torch.from_numpy(rows)
-        return batch[:, :-1], batch[:, 1:]
+        x, y = batch[:, :-1], batch[:, 1:]
+        if self.story_only:  # the instruction block is given, not learned: its tokens are no targets
+            mask = np.memmap(self.mask_path, dtype=np.uint8, mode="r")
+            given = torch.from_numpy(np.stack([mask[i + 1:i + self.block_size + 1] for i in ix.tolist()]) == 0)
+            y = y.masked_fill(given, -1)
+        return x, y
 
 
 # ----------------------------------------------------------------------------- training and evaluation
@@ -232,8 +243,8 @@ def evaluate(model, samplers, meta, eval_iters, seed, ctx, device):
         losses[split] = split_losses.mean().item()
     model.train()
     return {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": math.exp(min(losses["val"], 50)),
-            "train_bpb": bits_per_byte(losses["train"], meta, "train"),
-            "val_bpb": bits_per_byte(losses["val"], meta, "val")}
+            "train_bpb": bits_per_byte(losses["train"], meta, "train", samplers["train"].story_only),
+            "val_bpb": bits_per_byte(losses["val"], meta, "val", samplers["val"].story_only)}
 
 
 # ----------------------------------------------------------------------------- run state and checkpoints
@@ -395,7 +406,8 @@ def write_summary(cfg, meta, model, state, seconds, command=""):
                "recipe": model.config.recipe, "vocab_size": model.config.vocab_size,
                "tokenizer": meta.get("tokenizer_name", ""), "learning_rate": cfg.learning_rate,
                "warmup_iters": cfg.warmup_iters, "final_val_loss": state.val_loss, "final_val_bpb": state.val_bpb,
-               "best_val_loss": best, "best_val_bpb": bits_per_byte(best, meta, "val") if best is not None else None,
+               "best_val_loss": best, "best_val_bpb": None if best is None else
+               bits_per_byte(best, meta, "val", getattr(cfg, "loss_on", "all") == "story"),
                "seconds": seconds, "stop_reason": state.stop_reason, "command": command}
     write_json_atomic(os.path.join(cfg.out_dir, "summary.json"), summary)
     return summary

@@ -15,7 +15,7 @@ from regional_tinystories.languages import (
 from regional_tinystories.templates import BUILTIN_TEMPLATES, fill_story_template
 
 generate_prompts = load_script("prompting/generate_prompts.py")
-read_word_list = generate_prompts.read_word_list
+from regional_tinystories.languages import read_word_list
 sample_combinations = generate_prompts.sample_combinations
 
 LANGUAGES = ("hindi", "marathi", "bangla", "english")

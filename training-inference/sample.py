@@ -5,6 +5,12 @@ Generate stories from a trained checkpoint, on CPU by default when there is no G
     python training-inference/sample.py configs/sample-default.py --init_from=out/demo-hindi \
         --start=FILE:training-inference/prompts/hindi.txt --num_samples=2 --output_format=jsonl --out_file=out/samples.jsonl
 
+A model trained on a --format=instruct dataset (TinyStories-Instruct) also writes to a spec: the same block
+prepare.py put before each story is built from --words, --ending, --features, --sentence, --summary (or one spec
+per line of a JSONL --spec_file, with an optional "start" each), and --start becomes the story's opening:
+
+    python training-inference/sample.py --init_from=out/instruct-hindi --words=बिल्ली,कूदना,छोटा --ending="a happy ending"
+
 The tokenizer is the one recorded in the checkpoint. Each prompt is encoded as [bos] + prompt and its samples
 are generated as one batch with a KV cache; a sample stops at <eos> or after max_new_tokens. json/jsonl output
 holds records {ID, prompt, sample_index, story, n_tokens, finish_reason, settings, model} that the judge
@@ -16,17 +22,25 @@ import signal
 import sys
 from types import SimpleNamespace
 
-from regional_tinystories import checkpoint, runtime
+from regional_tinystories import checkpoint, instruct, runtime
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.config import ConfigError, load_config
-from regional_tinystories.files import write_text_atomic
+from regional_tinystories.errors import InputError
+from regional_tinystories.files import read_input_records, write_text_atomic
 from regional_tinystories.sampling import SamplingConfig, generate_stories
 
 DEFAULTS = dict(
     init_from="out/run",       # run folder (its ckpt_best.pt), a .pt file, hf:OWNER/REPO/FILE.pt, gpt2, a transformers folder
     tokenizer="",              # for a checkpoint that carries no tokenizer (nanoGPT's): e.g. tiktoken:gpt2, sarvam
     start="",                  # prompt text, or FILE:path/to/prompts.txt (one prompt per line)
+    words="",                  # instruct models: comma-separated words the story must use
+    ending="",                 # instruct models: the ending, e.g. "a happy ending" (or in the story's language)
+    features="",               # instruct models: e.g. dialogue
+    sentence="",               # instruct models: a sentence the story should contain
+    summary="",                # instruct models: what the story is about
+    spec_file="",              # instruct models: a JSONL file of specs {words, ending, features, ..., start}
+    language="",               # instruct models trained on several languages: the labels' language
     num_samples=1,             # samples per prompt, generated together as one batch
     max_new_tokens=256,
     temperature=0.8,           # 0 = greedy
@@ -54,6 +68,28 @@ def read_prompts(start):
             raise ConfigError(f"prompt file {path}: no prompts in it")
         return prompts
     return [start]
+
+
+def instruction_blocks(cfg, ckpt, prompts):
+    """(prompts, the instruct block of each or None): the spec settings or --spec_file rendered as the model's
+    training data was; None when no spec is given."""
+    spec = instruct.user_spec(cfg.words, cfg.ending, cfg.features, cfg.sentence, cfg.summary)
+    if not spec and not cfg.spec_file:
+        return prompts, None
+    fmt, language = instruct.model_format(ckpt, cfg.language)
+    if cfg.spec_file:
+        if spec:
+            raise ConfigError("give the spec either as --words/--ending/... or as --spec_file, not both")
+        if not os.path.isfile(cfg.spec_file):
+            raise ConfigError(f"spec file {cfg.spec_file}: not found")
+        records = list(read_input_records(cfg.spec_file))
+        if not records:
+            raise ConfigError(f"spec file {cfg.spec_file}: no specs in it")
+        prompts = [record.get("start", "") if isinstance(record.get("start", ""), str) else "" for _, record in records]
+        specs = [instruct.spec_of_request(record, location) for location, record in records]
+    else:
+        specs = [spec] * len(prompts)
+    return prompts, [fmt.render(instruct.localized_spec(s, language), language) for s in specs]
 
 
 def format_record(record, fmt):
@@ -100,13 +136,14 @@ def main(argv=None):
         device = runtime.pick_device(cfg.device)
         dtype = runtime.pick_dtype(cfg.dtype, device)
         model, tokenizer, ckpt = load_model(cfg.init_from, device, cfg.tokenizer)
-    except (ConfigError, checkpoint.CheckpointError, tk.TokenizerError) as e:
+        prompts, instructions = instruction_blocks(cfg, ckpt, prompts)
+    except (ConfigError, InputError, checkpoint.CheckpointError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
     print(f"{ckpt['path']}: {model.num_params() / 1e6:.2f}M params, tokenizer {tk.describe(tokenizer.spec)}, "
           f"device {device}, dtype {dtype}, {len(prompts)} prompt(s) x {cfg.num_samples}", file=sys.stderr)
     records = generate_stories(model, tokenizer, prompts, SamplingConfig.from_settings(vars(cfg)),
                                num_samples=cfg.num_samples, device=device, dtype=dtype, model_name=ckpt["path"],
-                               progress=True)
+                               progress=True, instructions=instructions)
     count, interrupted = write_samples(records, cfg.output_format, cfg.out_file)
     if interrupted:
         print(f"\ninterrupted: kept the {count} samples finished so far in {cfg.out_file or 'stdout'}", file=sys.stderr)

@@ -14,7 +14,11 @@ Endpoints:
                                 earlier turns are validated but not read. The reply is the continuation only.
 Both take max_tokens (chat also max_completion_tokens), temperature, top_p, n, seed, stop (a string or a list
 of up to 4: the text is cut before the first one) and stream (Server-Sent Events ending in "data: [DONE]"),
-plus top_k, repetition_penalty and no_repeat_ngram_size as in sample.py (vLLM's names). Other unknown fields are ignored, but fields
+plus top_k, repetition_penalty and no_repeat_ngram_size as in sample.py (vLLM's names). A model trained on a
+--format=instruct dataset also takes a spec, as sample.py does: the fields words, ending, features, sentence and
+summary (words and features as a list or comma-separated text; the prompt is then the story's opening and may be
+empty), or in chat a user message written as the block itself ("Words: dog, run\nEnding: a happy ending"). A
+model trained on plain stories refuses a spec with 400. Other unknown fields are ignored, but fields
 this server cannot honour (echo, logprobs, suffix, presence/frequency penalties, ...) are refused unless left
 at their neutral value. A bad request gets a 4xx with an OpenAI-style body
 {"error": {"message", "type", "param", "code"}}.
@@ -42,10 +46,11 @@ import torch
 import torch.nn.functional as F
 from aiohttp import web
 
-from regional_tinystories import PROJECT_ROOT, checkpoint, metrics, runtime
+from regional_tinystories import PROJECT_ROOT, checkpoint, instruct, metrics, runtime
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.config import ConfigError, load_config
+from regional_tinystories.errors import InputError
 from regional_tinystories.model import KVCache
 from regional_tinystories.sampling import SamplingConfig, encode_prompt, sample_next
 
@@ -96,6 +101,7 @@ class StoryRequest:
     stop: list
     stream: bool
     include_usage: bool = False  # streaming: a last chunk with the usage, as stream_options.include_usage asks
+    instruction: str = ""        # an instruct model's block built from the request's spec
 
 
 def shown(value):
@@ -152,15 +158,30 @@ def include_usage_field(body):
     return options.get("include_usage", False)
 
 
-def completion_prompt(body):
-    prompt = body.get("prompt")
+def completion_prompt(body, spec):
+    prompt = body.get("prompt", "" if spec else None)
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise RequestError(f"prompt must be a string or a list of one string, got {shown(prompt)}", "prompt")
-    if not prompt.strip():
+    if not prompt.strip() and not spec:
         raise RequestError("prompt is empty: send the opening of a story", "prompt")
     return prompt
+
+
+def request_spec(body, slot):
+    """The spec of a request's words/ending/features/sentence/summary fields ({} without any), refused for a
+    model that was not trained to follow one."""
+    fields = {key: body[key] for key in instruct.FIELDS if body.get(key) not in (None, "", [])}
+    if not fields:
+        return {}
+    if slot.instruct is None:
+        raise RequestError(f"model {slot.name!r} was trained on plain stories and cannot follow a spec "
+                           f"({', '.join(fields)}); send only the story's opening", next(iter(fields)))
+    try:
+        return instruct.spec_of_request(fields, "request")
+    except InputError as e:
+        raise RequestError(str(e).removeprefix("request: "), next(iter(fields))) from None
 
 
 def chat_prompt(body):
@@ -223,7 +244,7 @@ class Generation:
 
     def __init__(self, slot, request, time_limit):
         model, tokenizer, device = slot.model, slot.tokenizer, slot.device
-        ids = encode_prompt(tokenizer, request.prompt, model.config.block_size)
+        ids = encode_prompt(tokenizer, request.prompt, model.config.block_size, request.instruction)
         self.prompt_ids, self.prompt_text = ids, tokenizer.decode(ids[1:])
         self.tokenizer, self.request = tokenizer, request
         self.choices = [Choice() for _ in range(request.n)]
@@ -381,6 +402,7 @@ class ModelSlot:
     device: str
     dtype: str
     language: str | None = None
+    instruct: tuple | None = None  # (InstructFormat, language) of a model trained on the instruct format
     batch: DecodeBatch = None
     solo: list = field(default_factory=list)
     pending: deque = field(default_factory=deque)  # appended on the event loop, taken on the worker thread
@@ -553,8 +575,16 @@ class StoryServer:
         if stream is not None and not isinstance(stream, bool):
             raise RequestError(f"stream must be true or false, got {shown(stream)}", "stream")
         tokens_field = "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens"
+        spec = request_spec(body, slot)
+        prompt = chat_prompt(body) if chat else completion_prompt(body, spec)
+        if chat and slot.instruct and not spec:  # "Words: ...\nEnding: ..." written as a message
+            spec, prompt = instruct.parse_block_message(prompt, *slot.instruct) or ({}, prompt)
+        instruction = ""
+        if spec:
+            fmt, language = slot.instruct
+            instruction = fmt.render(instruct.localized_spec(spec, language), language)
         return slot, StoryRequest(
-            prompt=chat_prompt(body) if chat else completion_prompt(body),
+            prompt=prompt, instruction=instruction,
             sampling=SamplingConfig(
                 max_new_tokens=number_field(body, tokens_field, int, 1, self.max_tokens_limit, self.max_tokens_limit),
                 temperature=number_field(body, "temperature", float, 0, 2, 1.0),
@@ -713,7 +743,11 @@ def load_slots(cfg, device, dtype):
         language = metrics.language_in(f"{config.get('dataset', '')} {source}")
         print(f"{ckpt['path']}: {model.num_params() / 1e6:.2f}M params, tokenizer {tk.describe(tokenizer.spec)}, "
               f"block_size {model.config.block_size}, language {language or 'unknown'}", file=sys.stderr)
-        slots.append(ModelSlot(name, model, tokenizer, device, dtype, language))
+        instruct_format = None
+        labels = ((ckpt.get("meta") or {}).get("instruct") or {}).get("labels")
+        if labels:  # a spec is rendered with the labels of the model's language
+            instruct_format = instruct.model_format(ckpt, language if language in labels else sorted(labels)[0])
+        slots.append(ModelSlot(name, model, tokenizer, device, dtype, language, instruct_format))
     return slots
 
 

@@ -69,6 +69,7 @@ DEFAULTS = dict(
     block_size=256,
     gradient_accumulation_steps=1,  # total across ranks; each of N ranks does 1/N of it
     doc_aligned=False,             # windows start at <bos> instead of anywhere
+    loss_on="all",                 # 'story': on an instruct dataset, learn the stories only, not the instruction blocks
     # model
     recipe="modern",               # 'classic' (GPT-2) or 'modern' (RoPE, RMSNorm, SwiGLU)
     n_layer=4,
@@ -102,7 +103,7 @@ DEFAULTS = dict(
     compile=False,
     seed=1337,
 )
-CHOICES = dict(recipe=("classic", "modern"), lr_schedule=("cosine", "wsd", "constant"),
+CHOICES = dict(recipe=("classic", "modern"), loss_on=("all", "story"), lr_schedule=("cosine", "wsd", "constant"),
                dtype=("auto", "float32", "bfloat16", "float16"), wandb_mode=("online", "offline", "disabled"))
 TYPES = dict(lr_decay_iters=int)  # the type of each setting whose default is None
 
@@ -148,10 +149,11 @@ def train(argv, signals):
     data_dir = os.path.join(cfg.data_root, cfg.dataset)
     meta = open_dataset(data_dir)  # meta.json, sizes, framing ends and token ids checked
     tokenizer = tk.load_dataset_tokenizer(meta, data_dir)
+    story_only = cfg.loss_on == "story"
     train_batches = BatchSampler(data_dir, meta, "train", cfg.block_size, cfg.batch_size, cfg.seed + 1000 * rank,
-                                 cfg.doc_aligned)
-    eval_batches = {split: BatchSampler(data_dir, meta, split, cfg.block_size, cfg.batch_size, 0, cfg.doc_aligned)
-                    for split in ("train", "val")}
+                                 cfg.doc_aligned, story_only)
+    eval_batches = {split: BatchSampler(data_dir, meta, split, cfg.block_size, cfg.batch_size, 0, cfg.doc_aligned,
+                                        story_only) for split in ("train", "val")}
     tokens_per_iter = cfg.batch_size * cfg.block_size * accum_steps * world_size
 
     # ------------------------------------------------------------------ model

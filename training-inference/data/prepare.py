@@ -4,7 +4,10 @@ Tokenize a story corpus into memmapped train.bin / val.bin (+ meta.json) for tra
     python training-inference/data/prepare.py --input=data/demo/hindi.jsonl --name=demo-hindi --tokenizer=sp-bpe:4096
     python training-inference/data/prepare.py --input=hf:roneneldan/TinyStories --text_field=text --tokenizer=tiktoken:gpt2
 
-Every document becomes [bos] + ids + [eos], concatenated. The split is decided per document by a seeded hash of
+Every document becomes [bos] + ids + [eos], concatenated. With --format=instruct (TinyStories-Instruct) each story is
+preceded by an instruction block built from its record (Words: / Ending: / Features: / Sentence: / Summary: /
+Story:, see regional_tinystories/instruct.py), and {split}.mask.bin marks the story tokens for train.py's
+loss_on=story. The split is decided per document by a seeded hash of
 its text, so it is deterministic, needs no shuffle in memory, and does not change when the corpus is reordered.
 Text is NFC-normalised; empty and duplicate documents are dropped and counted. meta.json records the tokenizer
 spec, dtype and the document / token / UTF-8 byte counts per split (train.py reports bits-per-byte from them).
@@ -28,8 +31,9 @@ import unicodedata
 import numpy as np
 from tqdm import tqdm
 
+from regional_tinystories import instruct
 from regional_tinystories import tokenizer as tk
-from regional_tinystories.corpus import list_files, read_texts
+from regional_tinystories.corpus import list_files, read_records, read_texts
 from regional_tinystories.dataset import DatasetError, load_meta
 from regional_tinystories.errors import InputError
 from regional_tinystories.files import paths_overlap, write_json_atomic
@@ -45,6 +49,15 @@ def parse_args(argv=None):
     p.add_argument("--tokenizer", default="sp-bpe:8192",
                    help="sp-bpe:N, sp-unigram:N, bpe:N, tiktoken:NAME, hf:HUB_ID_OR_DIR, sarvam, sutra, "
                         "or from:DATA_DIR to reuse a prepared dataset's tokenizer")
+    p.add_argument("--format", default="plain", choices=["plain", "instruct"],
+                   help="plain: the story alone; instruct: an instruction block from the record, then the story")
+    p.add_argument("--instruct_order", default=",".join(instruct.FIELDS),
+                   help="instruct: the order of the block's fields")
+    p.add_argument("--instruct_shares", default="",
+                   help="instruct: share of documents that show each field, e.g. words:1,ending:0.8,sentence:0.3 "
+                        f"(default {','.join(f'{k}:{v}' for k, v in instruct.DEFAULT_SHARES.items())})")
+    p.add_argument("--language", default="",
+                   help="instruct: the language whose labels the blocks use (default: each record's 'language' field)")
     p.add_argument("--text_field", default="story", help="record field holding the text (story, text, 'Translated Story', ...)")
     p.add_argument("--txt_mode", default="paragraph", choices=["paragraph", "line"],
                    help=".txt documents: separated by blank lines, or one per line")
@@ -62,6 +75,11 @@ def parse_args(argv=None):
         p.error(f"--val_fraction must be in (0, 1], got {args.val_fraction}")
     if args.workers < 1:
         p.error(f"--workers must be at least 1, got {args.workers}")
+    try:
+        args.instruct = instruct.InstructFormat(*instruct.parse_settings(args.instruct_order, args.instruct_shares)) \
+            if args.format == "instruct" else None
+    except InputError as e:
+        p.error(str(e))
     return args
 
 
@@ -84,12 +102,27 @@ def clean(raw, seed, val_fraction):
     return text, len(data), digest, ("val" if u < val_fraction else "train")
 
 
-def raw_batches(source, args, stats):
-    """Group the corpus's raw texts into batches of about BATCH_BYTES characters, counting records read."""
+def raw_documents(source, args, languages):
+    """The corpus's raw documents: texts, or for the instruct format (record fields, text, language) triples; the
+    languages of the instruct labels used are collected in `languages`."""
+    if args.instruct is None:
+        yield from read_texts(source, args.text_field, args.txt_mode, args.hf_split)
+        return
+    for record, raw in read_records(source, args.text_field, args.hf_split):
+        language = args.language or record.get("language") or "english"
+        languages.add(language)
+        spec_fields = {key: record[key] for key in ("noun", "verb", "adjective", "ending", "features", "summary")
+                       if key in record}
+        yield spec_fields, raw, language
+
+
+def raw_batches(documents, stats):
+    """Group raw documents into batches of about BATCH_BYTES characters, counting records read."""
     batch, size = [], 0
-    for raw in read_texts(source, args.text_field, args.txt_mode, args.hf_split):
+    for document in documents:
+        raw = document if isinstance(document, str) else document[1]
         stats["read"] += 1
-        batch.append(raw)
+        batch.append(document)
         size += len(raw)
         if size >= BATCH_BYTES:
             yield batch
@@ -99,40 +132,67 @@ def raw_batches(source, args, stats):
 
 
 _worker_tokenizer = None
+_worker_instruct = None
 
 
-def init_worker(spec, base_dir):
-    global _worker_tokenizer
+def init_worker(spec, base_dir, instruct_format):
+    global _worker_tokenizer, _worker_instruct
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process = one core; no nested thread pools
     _worker_tokenizer = tk.load_tokenizer(spec, base_dir)
+    _worker_instruct = instruct_format
+
+
+def instruction_block(document, story, seed, digest):
+    """The instruct block of one document (cleaned like its story), with the fields its own RNG shows."""
+    spec_fields, _, language = document
+    rng = instruct.document_rng(seed, digest)
+    spec = _worker_instruct.shown_fields(instruct.record_spec(spec_fields, story, language, rng), rng)
+    return unicodedata.normalize("NFC", _worker_instruct.render(spec, language))
 
 
 def encode_batch(job):
-    """Clean, split and tokenize one batch (in a worker). Returns ({split: (framed tokens, digests, tokens per
-    document, bytes per document)}, number of empty documents); the main process drops duplicates."""
-    texts, seed, val_fraction, dtype = job
+    """Clean, split and tokenize one batch (in a worker). Returns ({split: (framed tokens, story mask or None,
+    digests, tokens per document, bytes per document, story tokens, story bytes)}, number of empty documents);
+    the main process drops duplicates. Dedupe and the split go by the story alone, so the plain and instruct
+    datasets of a corpus hold out the same stories."""
+    documents, seed, val_fraction, dtype = job
     tok = _worker_tokenizer
     docs = {"train": [], "val": []}
     empty = 0
-    for raw in texts:
-        cleaned = clean(raw, seed, val_fraction)
+    for document in documents:
+        cleaned = clean(document if isinstance(document, str) else document[1], seed, val_fraction)
         if cleaned is None:
             empty += 1
         else:
-            docs[cleaned[3]].append(cleaned)
+            text, n_bytes, digest, split = cleaned
+            block = "" if isinstance(document, str) else instruction_block(document, text, seed, digest)
+            docs[split].append((text, n_bytes, digest, block))
     out = {}
     for split, split_docs in docs.items():
         if not split_docs:
             continue
-        ids = tok.encode_batch([d[0] for d in split_docs])
-        framed = np.fromiter(itertools.chain.from_iterable(part for x in ids for part in ((tok.bos_id,), x, (tok.eos_id,))),
-                             dtype=dtype, count=sum(len(x) + 2 for x in ids))
-        out[split] = (framed, [d[2] for d in split_docs], [len(x) + 2 for x in ids], [d[1] for d in split_docs])
+        stories = tok.encode_batch([d[0] for d in split_docs])
+        blocks = tok.encode_batch([d[3] for d in split_docs]) if _worker_instruct else [[] for _ in split_docs]
+        lengths = [len(b) + len(x) + 2 for b, x in zip(blocks, stories)]
+        framed = np.fromiter(itertools.chain.from_iterable(part for b, x in zip(blocks, stories)
+                                                           for part in ((tok.bos_id,), b, x, (tok.eos_id,))),
+                             dtype=dtype, count=sum(lengths))
+        mask = None
+        if _worker_instruct:  # 1 on the story and its <eos>: the tokens loss_on=story trains on
+            mask = np.fromiter(itertools.chain.from_iterable(itertools.chain(itertools.repeat(0, len(b) + 1),
+                                                                             itertools.repeat(1, len(x) + 1))
+                                                             for b, x in zip(blocks, stories)),
+                               dtype=np.uint8, count=sum(lengths))
+        story_bytes = [d[1] for d in split_docs]
+        out[split] = (framed, mask, [d[2] for d in split_docs], lengths,
+                      [n + len(d[3].encode("utf-8")) for n, d in zip(story_bytes, split_docs)],
+                      [len(x) + 1 for x in stories], story_bytes)
     return out, empty
 
 
-def drop_duplicates(framed, digests, lengths, n_bytes, seen):
-    """Remove documents whose digest was seen before (in this batch or an earlier one) from a framed batch."""
+def drop_duplicates(framed, mask, digests, lengths, n_bytes, story_tokens, story_bytes, seen):
+    """Remove documents whose digest was seen before (in this batch or an earlier one) from a framed batch.
+    Returns (framed, mask, documents kept, and the sums over them of bytes, story tokens and story bytes)."""
     keep = np.ones(len(digests), dtype=bool)
     for i, digest in enumerate(digests):
         if digest in seen:
@@ -140,8 +200,11 @@ def drop_duplicates(framed, digests, lengths, n_bytes, seen):
         else:
             seen.add(digest)
     if not keep.all():  # rare: cut the duplicates' tokens out
-        framed = framed[np.repeat(keep, lengths)]
-    return framed, int(keep.sum()), int(np.dot(keep, n_bytes))
+        token_keep = np.repeat(keep, lengths)
+        framed = framed[token_keep]
+        mask = None if mask is None else mask[token_keep]
+    return (framed, mask, int(keep.sum()), int(np.dot(keep, n_bytes)), int(np.dot(keep, story_tokens)),
+            int(np.dot(keep, story_bytes)))
 
 
 def check_not_empty(source, stats, counts, val_fraction):
@@ -254,16 +317,22 @@ def build_dataset(args, name, source, out_dir):
 
     stats = {"read": 0, "empty": 0, "duplicate": 0}
     counts = {s: {"documents": 0, "tokens": 0, "bytes": 0} for s in ("train", "val")}
-    paths = {s: os.path.join(out_dir, f"{s}.bin") for s in ("train", "val")}
-    files = {s: open(paths[s], "wb") for s in ("train", "val")}
+    if args.instruct:  # what loss_on=story trains on, for its bits per byte
+        for c in counts.values():
+            c.update(story_tokens=0, story_bytes=0)
+    files = {s: open(os.path.join(out_dir, f"{s}.bin"), "wb") for s in ("train", "val")}
+    if args.instruct:
+        files.update({f"{s}.mask": open(os.path.join(out_dir, f"{s}.mask.bin"), "wb") for s in ("train", "val")})
     seed = str(args.seed).encode()
-    jobs = ((texts, seed, args.val_fraction, dtype) for texts in raw_batches(source, args, stats))
+    languages = set()
+    jobs = ((documents, seed, args.val_fraction, dtype)
+            for documents in raw_batches(raw_documents(source, args, languages), stats))
     pool = None
     if args.workers > 1:  # fork where it is safe (Linux): workers start without re-importing anything
         context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-        pool = context.Pool(args.workers, init_worker, (tok.spec, out_dir))
+        pool = context.Pool(args.workers, init_worker, (tok.spec, out_dir, args.instruct))
     else:
-        init_worker(tok.spec, out_dir)
+        init_worker(tok.spec, out_dir, args.instruct)
     seen = set()
     max_id = -1
     bar = tqdm(unit=" docs", desc=f"tokenizing {name}", disable=None)
@@ -271,8 +340,9 @@ def build_dataset(args, name, source, out_dir):
         results = pool.imap(encode_batch, jobs) if pool else map(encode_batch, jobs)
         for per_split, empty in results:
             stats["empty"] += empty
-            for split, (framed, digests, lengths, n_bytes) in per_split.items():
-                framed, kept, kept_bytes = drop_duplicates(framed, digests, lengths, n_bytes, seen)
+            for split, (framed, mask, digests, *sizes) in per_split.items():
+                framed, mask, kept, kept_bytes, story_tokens, story_bytes = drop_duplicates(
+                    framed, mask, digests, *sizes, seen)
                 stats["duplicate"] += len(digests) - kept
                 framed.tofile(files[split])
                 if len(framed):
@@ -281,6 +351,10 @@ def build_dataset(args, name, source, out_dir):
                 c["documents"] += kept
                 c["tokens"] += len(framed)
                 c["bytes"] += kept_bytes
+                if mask is not None:
+                    mask.tofile(files[f"{split}.mask"])
+                    c["story_tokens"] += story_tokens
+                    c["story_bytes"] += story_bytes
                 bar.update(len(digests))
         bar.close()
         check_not_empty(source, stats, counts, args.val_fraction)
@@ -294,12 +368,15 @@ def build_dataset(args, name, source, out_dir):
         if pool:
             pool.terminate()
     meta = {
-        "dataset": name, "source": source, "text_field": args.text_field,
+        "dataset": name, "source": source, "text_field": args.text_field, "format": args.format,
         "tokenizer": tok.spec, "tokenizer_name": tk.describe(tok.spec), "tokenizer_sha256": tk.files_sha256(tok),
         "vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "dtype": dtype, "max_id": max_id,
         "splits": counts, "val_fraction": args.val_fraction, "seed": args.seed,
         "dropped": {"empty": stats["empty"], "duplicate": stats["duplicate"]}, "records_read": stats["read"],
     }
+    if args.instruct:
+        labels = {language: instruct.labels_for(language) for language in sorted(languages)}
+        meta["instruct"] = instruct.InstructFormat(args.instruct.order, args.instruct.shares, labels).to_meta()
     write_json_atomic(os.path.join(out_dir, "meta.json"), meta)
     return meta
 
