@@ -7,12 +7,17 @@ A fake OpenAI-compatible chat server on 127.0.0.1, for tests, the benchmark and 
 POST /v1/chat/completions answers, after --delay seconds, with a canned children's story in
 --language together with judge scores, so all three make_requests modes work against it:
     {"story": "...", "context awareness": 7, "completeness": 8, ...}
+The scores are those a judge prompt asks for — the keys of the JSON form it ends with, {"grammar": <score>, ...},
+so every rubric of make_requests.py evaluate gets its own fields — and without such a form the seed rubric's six.
+They are FAKE: the seed's six have fixed canned values (CANNED_SCORES) and any other field a fixed value of its
+name (canned_score). A prompt that asks for a "summary" too (generate --with_summary) gets the story's first
+sentence as its summary.
 
 --stories CORPUS (e.g. data/demo/hindi.jsonl.gz) makes it answer like a real LLM on the whole pipeline: a story
 prompt whose noun, verb, adjective and ending are those of a corpus record gets that record's story (so a run of
 generate over generate_prompts.py's prompts yields the demo corpus itself, a different story per prompt), and
 every reply's judge scores are computed from the prompt's text — deterministic, and FAKE: they measure word
-variety and length, not quality (see fake_scores).
+variety and length, not quality (see fake_scores), for whichever fields the prompt asks for.
 
 Failure modes, to watch the retries at work:
     --error_rate 0.1     answer HTTP 500 to that fraction of requests
@@ -34,8 +39,10 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import sys
 import threading
+import zlib
 
 from aiohttp import web
 
@@ -70,6 +77,29 @@ CANNED_STORIES = {
 }
 CANNED_SCORES = {"context awareness": 7, "completeness": 8, "grammar": 8, "fluency": 7, "creativity": 6,
                  "overall": 7}
+# A score in the JSON form a judge prompt asks for (regional_tinystories.templates.score_reply_format).
+REQUESTED_SCORE = re.compile(r'"([^"\n]+)": <score>')
+SENTENCE = re.compile(r"\s*(.+?[.!?।॥])(?=\s|$)", re.S)
+
+
+def requested_scores(prompt):
+    """The score names a judge prompt asks for ("plot", "instruction following"), in its order; the seed rubric's
+    six for a prompt that asks for none (every reply carries scores, a story prompt's too)."""
+    return REQUESTED_SCORE.findall(prompt) or list(CANNED_SCORES)
+
+
+def asks_for_summary(prompt):
+    return '"summary":' in prompt  # generate --with_summary's reply form: {"story": "...", "summary": "..."}
+
+
+def first_sentence(story):
+    match = SENTENCE.match(story)
+    return match[1] if match else story.strip()
+
+
+def canned_score(name):
+    """A FAKE score: the seed rubric's canned value, else a fixed value from 5 to 8 of the score's name."""
+    return CANNED_SCORES.get(name, 5 + zlib.crc32(name.encode()) % 4)
 
 
 def check_script(script):
@@ -104,22 +134,25 @@ def load_stories(path):
     return stories
 
 
-def fake_scores(text):
-    """Judge scores that are a fixed function of the text (of the story a judge prompt quotes), FAKE: for offline
-    dry runs of the pipeline, not a judgement. More varied words and more words give higher scores, 1..10."""
+def fake_scores(text, names=tuple(CANNED_SCORES)):
+    """Judge scores for `names` that are a fixed function of the text (of the story a judge prompt quotes), FAKE:
+    for offline dry runs of the pipeline, not a judgement. More varied words and more words give higher scores,
+    1..10; a score the seed rubric does not have mixes word variety and length, with a fixed offset of its name."""
     import regex
     quoted = regex.findall(r'"""(.*?)"""', text, flags=regex.S)  # a judge prompt quotes the story it is about
     words = regex.findall(r"[\p{L}\p{M}]+", (quoted[-1] if quoted else text).lower())
     if not words:
-        return {field: 1 for field in CANNED_SCORES}
+        return {name: 1 for name in names}
     distinct = len(set(words)) / len(words)
     bigrams = list(zip(words, words[1:]))
     distinct_2 = len(set(bigrams)) / max(len(bigrams), 1)
     length = min(1.0, len(words) / 200)
     clip = lambda x: max(1, min(10, round(x)))  # noqa: E731
-    return {"context awareness": clip(3 + 6 * distinct_2), "completeness": clip(2 + 8 * length),
+    seed = {"context awareness": clip(3 + 6 * distinct_2), "completeness": clip(2 + 8 * length),
             "grammar": clip(4 + 5 * distinct_2), "fluency": clip(3 + 6 * distinct), "creativity": clip(2 + 8 * distinct),
             "overall": clip(2 + 4 * distinct + 4 * length)}
+    offset = lambda name: zlib.crc32(name.encode()) % 3 - 1  # noqa: E731
+    return {name: seed[name] if name in seed else clip(1 + 4 * distinct + 5 * length + offset(name)) for name in names}
 
 
 class FakeLLMServer:
@@ -193,17 +226,24 @@ class FakeLLMServer:
                                  headers=headers)
 
     def reply_for(self, prompt):
-        """The canned reply; with --stories, the corpus story whose prompt words these are, and scores of the
-        prompt's text."""
+        """The canned story and canned scores; with --stories, the corpus story whose prompt words these are, and
+        scores of the prompt's text. The scores are the ones the prompt asks for; a summary when it asks for one."""
+        names = requested_scores(prompt)
         if self.stories is None:
-            return self.canned_reply
-        story = self.canned_story
+            story, scores = self.canned_story, {name: canned_score(name) for name in names}
+        else:
+            story, scores = self.story_for(prompt), fake_scores(prompt, names)
+        summary = {"summary": first_sentence(story)} if asks_for_summary(prompt) else {}
+        return json.dumps({"story": story, **summary, **scores}, ensure_ascii=False)
+
+    def story_for(self, prompt):
+        """The corpus story written to the noun, verb, adjective and ending the prompt names (the canned story if
+        none)."""
         for noun in (noun for noun in self.stories_by_noun if f'"{noun}"' in prompt):
             match = next((key for key in self.stories_by_noun[noun] if all(f'"{word}"' in prompt for word in key)), None)
             if match:
-                story = self.stories[match]
-                break
-        return json.dumps({"story": story, **fake_scores(prompt)}, ensure_ascii=False)
+                return self.stories[match]
+        return self.canned_story
 
     async def _huge_reply(self, request, size, model):
         head, tail = json.dumps(chat_completion("@CONTENT@", model)).encode().split(b"@CONTENT@")

@@ -1,12 +1,16 @@
 """
 Send records to an LLM and collect the answers, crash-safely and resumably. Three modes:
 
-    generate   prompt records (generate_prompts.py)          -> story corpus records
-    evaluate   stories (corpus records or sample.py output)  -> judge scores, 1-10 per quality
+    generate   prompt records (generate_prompts.py)          -> story corpus records (--with_summary: and a summary)
+    evaluate   stories (corpus records or sample.py output)  -> judge scores, 1-10 per quality of a --rubric
     translate  a corpus (JSON/JSONL files or a HF dataset)   -> the stories in another language
 
     python prompting/make_requests.py generate --input data/prompts/hindi --out data/stories/hindi \
         --base_url https://api.openai.com/v1 --model gpt-4o-mini --api_key_env OPENAI_API_KEY --rps 5
+
+evaluate --rubric=seed|tinystories|instruct|synonyms|FILE picks what the judge sees and scores (the rubric files of
+prompting/rubrics/, or one of your own in their format); each rating names its rubric, and an output folder holds
+the ratings of one rubric only.
 
 For each input file X.jsonl (or X.json) the results go to <out>/X.jsonl, one record a line, and
 records that failed every retry go to <out>/X.failed.jsonl with the reason. Each result is flushed
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import functools
 import itertools
+import json
 import os
 import sys
 import time
@@ -38,6 +43,7 @@ from regional_tinystories.cli import rename_deprecated_options, underscored
 from regional_tinystories.errors import InputError, Problem, one_line
 from regional_tinystories.files import (
     hold_lock,
+    is_output_sidecar,
     named_sources,
     paths_overlap,
     record_key,
@@ -57,16 +63,23 @@ from regional_tinystories.llm import (
 )
 from regional_tinystories.replies import (
     parse_scores_reply,
+    parse_story_and_summary_reply,
     parse_story_reply,
 )
-from regional_tinystories.templates import fill_judge_rubric, fill_translation_request
+from regional_tinystories.templates import (
+    BUILTIN_RUBRICS,
+    fill_judge_rubric,
+    fill_translation_request,
+    load_rubric,
+    request_summary_too,
+)
 from regional_tinystories.translation import source_record, translated_record
 
 # The spellings of earlier releases, accepted for one more with a deprecation note.
 RENAMED_OPTIONS = {
     **underscored("--base-url", "--api-key-env", "--max-tokens", "--max-in-flight", "--backoff-base",
                   "--backoff-max", "--min-words", "--min-script-share", "--retry-failed", "--debug-log",
-                  "--story-model", "--source-language", "--hf-dataset", "--text-field"),
+                  "--story-model", "--source-language", "--hf-dataset", "--text-field", "--with-summary"),
     "--split": "--hf_split",  # prepare.py's name for the same thing
 }
 
@@ -89,11 +102,13 @@ def _require_text(record, field):
 # the reason), builds its prompt and turns the reply into the output record.
 
 class GenerateStories:
-    """{ID, language, noun, verb, adjective, ending, template, prompt} -> the same plus model, backend, story."""
+    """{ID, language, noun, verb, adjective, ending, template, prompt} -> the same plus model, backend, story, and
+    with --with_summary a one-or-two-sentence summary, asked for in the same request."""
 
     def __init__(self, args, backend):
         self.backend = backend
         self.min_words, self.min_script_share = args.min_words, args.min_script_share
+        self.with_summary = args.with_summary
 
     def check(self, index, record):
         _require(record, "ID", "prompt", "language")
@@ -102,19 +117,24 @@ class GenerateStories:
         return record
 
     def prompt_for(self, record):
-        return record["prompt"]
+        return request_summary_too(record["prompt"]) if self.with_summary else record["prompt"]
 
     def result_for(self, record, reply):
-        story = parse_story_reply(reply, load_language(record["language"]), self.min_words, self.min_script_share)
-        return {**record, "model": self.backend.model, "backend": self.backend.name, "story": story}
+        language = load_language(record["language"])
+        result = {**record, "model": self.backend.model, "backend": self.backend.name}
+        if not self.with_summary:
+            return {**result, "story": parse_story_reply(reply, language, self.min_words, self.min_script_share)}
+        story, summary = parse_story_and_summary_reply(reply, language, self.min_words, self.min_script_share)
+        return {**result, "story": story, "summary": summary}
 
 
 class EvaluateStories:
-    """A story record -> {ID, [sample_index], model, <six scores>, judge}."""
+    """A story record -> {ID, [sample_index], model, rubric, <the rubric's scores>, judge}."""
 
     def __init__(self, args, backend):
         self.backend = backend
         self.default_language, self.default_model = args.language, args.story_model
+        self.rubric = args.rubric
 
     def check(self, index, record):
         _require(record, "ID", "story")
@@ -124,16 +144,19 @@ class EvaluateStories:
         if not language or not model:
             raise InputError("record has no 'language' or no 'model'; pass --language and --story_model to say which")
         load_language(language)
-        return {**record, "language": language, "model": model}
+        record = {**record, "language": language, "model": model}
+        self.prompt_for(record)  # a record without what the rubric shows the judge stops the run before any request
+        return record
 
     def prompt_for(self, record):
-        return fill_judge_rubric(record, load_language(record["language"]).name)
+        return fill_judge_rubric(self.rubric, record, load_language(record["language"]).name)
 
     def result_for(self, record, reply):
         rating = {"ID": record["ID"]}
         if "sample_index" in record:
             rating["sample_index"] = record["sample_index"]
-        return {**rating, "model": record["model"], **parse_scores_reply(reply), "judge": self.backend.model}
+        return {**rating, "model": record["model"], "rubric": self.rubric.name,
+                **parse_scores_reply(reply, self.rubric.fields), "judge": self.backend.model}
 
 
 class TranslateStories:
@@ -194,6 +217,28 @@ def remember_key(keys, path, record):
     if "ID" not in record:
         raise InputError(f"{path}: holds a record without an 'ID'; is it a make_requests output?")
     keys.add(record_key(record))
+
+
+def refuse_another_rubric(out_dir, rubric_name):
+    """InputError if the ratings already in out_dir were made with another rubric: resuming would skip their IDs
+    and leave one folder, and its tables, with two rubrics. A rating without "rubric" is the seed rubric's (every
+    rating written before rubrics had names). The records of one file share a rubric, so its first tells."""
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if not name.endswith(".jsonl") or is_output_sidecar(path) or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            first_line = f.readline()
+        try:
+            first = json.loads(first_line)
+        except ValueError:  # empty, or torn by a kill: plan_shards repairs it
+            continue
+        if not isinstance(first, dict) or "judge" not in first:  # not a rating file
+            continue
+        used = first.get("rubric") or "seed"
+        if used != rubric_name:
+            raise InputError(f"--out {out_dir} holds ratings made with the rubric {used!r} ({path}); this run uses "
+                             f"{rubric_name!r}: write its ratings to a folder of their own")
 
 
 def plan_shards(args, sources):
@@ -315,10 +360,16 @@ def parse_args(argv):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = parser.add_subparsers(dest="mode", required=True)
-    modes.add_parser("generate", parents=[common], help="write stories for prompt records")
+    generate = modes.add_parser("generate", parents=[common], help="write stories for prompt records")
+    generate.add_argument("--with_summary", action="store_true",
+                          help='ask for {"story", "summary"} in one request: records get a one-or-two-sentence '
+                               '"summary" too')
     evaluate = modes.add_parser("evaluate", parents=[common], help="have an LLM judge score stories")
     evaluate.add_argument("--language", help="language of records that do not name one")
     evaluate.add_argument("--story_model", help="model name for records that do not name one")
+    evaluate.add_argument("--rubric", default="seed",
+                          help=f"what the judge scores: {', '.join(BUILTIN_RUBRICS)} (prompting/rubrics/), or a "
+                               "rubric file of your own (default: seed)")
     translate = modes.add_parser("translate", parents=[common], help="translate a corpus")
     translate.add_argument("--language", required=True, help="target language, e.g. hindi")
     translate.add_argument("--source_language", default="english")
@@ -353,9 +404,13 @@ def main(argv=None):
                                timeout=args.timeout, backoff_base=args.backoff_base, backoff_max=args.backoff_max,
                                debug_log=args.debug_log, max_connection_failures=args.max_connection_failures)
     try:
+        if args.mode == "evaluate":
+            args.rubric = load_rubric(args.rubric)  # a bad rubric file stops the run before any file is touched
         sources = input_sources(args)  # refuses overlapping inputs and outputs before any file is touched
         os.makedirs(args.out, exist_ok=True)
         lock = lock_output_folder(args.out)
+        if args.mode == "evaluate":
+            refuse_another_rubric(args.out, args.rubric.name)
         shards = plan_shards(args, sources)
         backend = make_backend(args)
         mode = MODES[args.mode](args, backend)

@@ -489,15 +489,18 @@ def mean_ci95(values):
 # model field.
 ORIGINAL_RATING_FILE = regex.compile(r"eval[-_](.+)\.json$")
 SUB_SCORES = tuple(field for field in SCORE_FIELDS if field != "overall")  # what the original's "true overall" averages
+NOT_SCORES = ("id", "sample_index", "model", "judge", "rubric")  # a rating record's other fields, keys normalised
 
 
-def read_rating_records(paths):
-    """[{model, key, judge, location, <score field>: float, ..., true_overall}] from rating files and folders of
-    them. Reads this project's rating records (make_requests.py evaluate) and the original Regional-TinyStories'
-    eval-<model>.json files: score keys may be spelt with spaces ("context awareness") and scores may be numeric
-    strings ("8"); a file named eval-<model>.json names the model of records that do not. key identifies the rated
-    story, to pair two models' ratings: ID plus sample_index, or "#<position in the file>" without an ID.
-    true_overall is the mean of the five sub-scores (the original's "true overall", beside the judge's own)."""
+def read_rating_records(paths, any_rubric=False):
+    """[{model, key, judge, location, rubric, fields, <score field>: float, ..., [true_overall]}] from rating files
+    and folders of them. Reads this project's rating records (make_requests.py evaluate) and the original
+    Regional-TinyStories' eval-<model>.json files: score keys may be spelt with spaces ("context awareness") and
+    scores may be numeric strings ("8"); a file named eval-<model>.json names the model of records that do not. key
+    identifies the rated story, to pair two models' ratings: ID plus sample_index, or "#<position in the file>"
+    without an ID. A record without "rubric" is the seed rubric's: fields are SCORE_FIELDS, and true_overall is the
+    mean of the five sub-scores (the original's "true overall", beside the judge's own). With any_rubric, a record
+    of another rubric has as fields every key but NOT_SCORES; without, it is an error."""
     ratings = []
     for file in input_files(paths):
         named = ORIGINAL_RATING_FILE.search(os.path.basename(file))
@@ -506,16 +509,27 @@ def read_rating_records(paths):
             model = record.get("model") or (named and named.group(1))
             if not model:
                 raise DataError(f"{location}: rating has no 'model'")
+            rubric = str(record.get("rubric") or "seed")
+            if rubric == "seed":
+                fields = SCORE_FIELDS
+            elif any_rubric:
+                fields = tuple(field for field in by_field if field not in NOT_SCORES)
+                if not fields:
+                    raise DataError(f"{location}: rating has no scores")
+            else:
+                raise DataError(f"{location}: rated with the rubric {rubric!r}; this reads seed-rubric ratings only "
+                                "(aggregate_ratings.py tables any rubric)")
             rating = {"model": str(model), "judge": str(record.get("judge", "unknown judge")), "location": location,
                       "key": (f"{record['ID']}" + (f"#{record['sample_index']}" if "sample_index" in record else "")
-                              if "ID" in record else f"#{position}")}
-            for field in SCORE_FIELDS:
+                              if "ID" in record else f"#{position}"), "rubric": rubric, "fields": fields}
+            for field in fields:
                 value = by_field.get(field)
                 number = _as_number(value)
                 if number is None or not 1 <= number <= 10:
                     raise DataError(f"{location}: {field} is {value!r}, not a score from 1 to 10")
                 rating[field] = number
-            rating["true_overall"] = sum(rating[f] for f in SUB_SCORES) / len(SUB_SCORES)
+            if rubric == "seed":
+                rating["true_overall"] = sum(rating[f] for f in SUB_SCORES) / len(SUB_SCORES)
             ratings.append(rating)
     return ratings
 

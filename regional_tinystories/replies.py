@@ -1,5 +1,6 @@
 """
-Turning an LLM's reply text into a usable story or a set of judge scores.
+Turning an LLM's reply text into a usable story (with its summary, when one was asked for) or a set of judge
+scores for a rubric's fields.
 
 Models asked for JSON answer with JSON, JSON in a code fence, JSON wrapped in chatty prose,
 Python-style dicts with single quotes, or JSON cut off mid-string. extract_json_object accepts the
@@ -25,6 +26,7 @@ _CODE_FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
 # to the reply's length, so a reply of a million stray braces must not be tried a million times.
 MAX_CANDIDATES = 50
 
+# The seed rubric's scores (prompting/rubrics/seed.json), which rating files without a "rubric" hold.
 SCORE_FIELDS = ("context_awareness", "completeness", "grammar", "fluency", "creativity", "overall")
 
 
@@ -93,13 +95,41 @@ def check_story(story, language, min_words, min_script_share):
     return cleaned
 
 
+def _text_field(found, field):
+    value = found.get(field)
+    if not isinstance(value, str):
+        raise ReplyError(f'the JSON has no "{field}" text (keys: {", ".join(map(str, found)) or "none"})')
+    return value
+
+
 def parse_story_reply(reply, language, min_words, min_script_share):
     """Cleaned story text from a reply of the form {"story": "..."}."""
+    return check_story(_text_field(extract_json_object(reply), "story"), language, min_words, min_script_share)
+
+
+def check_summary(summary, story, language, min_script_share):
+    """The cleaned summary of a story, or ReplyError if it is empty, mostly another script, cut off, or longer than
+    half the story (then it is the story again, not a summary)."""
+    if not any(ch.isalpha() for ch in summary):
+        raise ReplyError("empty summary")
+    share = script_share(summary, language)
+    if share < min_script_share:
+        raise ReplyError(f"summary in the wrong script: only {share:.0%} of the letters are {language.script} "
+                         f"(need {min_script_share:.0%})")
+    cleaned = clean_text(summary, language)
+    if not ends_like_a_sentence(cleaned, language):
+        raise ReplyError(f"truncated summary: it ends mid-sentence (...{cleaned[-30:]!r})")
+    summary_words, story_words = len(cleaned.split()), len(story.split())
+    if summary_words > story_words / 2:
+        raise ReplyError(f"the summary has {summary_words} words for a story of {story_words}: not a summary")
+    return cleaned
+
+
+def parse_story_and_summary_reply(reply, language, min_words, min_script_share):
+    """(story, summary), cleaned, from a reply of the form {"story": "...", "summary": "..."}."""
     found = extract_json_object(reply)
-    story = found.get("story")
-    if not isinstance(story, str):
-        raise ReplyError(f'the JSON has no "story" text (keys: {", ".join(map(str, found)) or "none"})')
-    return check_story(story, language, min_words, min_script_share)
+    story = check_story(_text_field(found, "story"), language, min_words, min_script_share)
+    return story, check_summary(_text_field(found, "summary"), story, language, min_script_share)
 
 
 def _score(field, value):
@@ -112,11 +142,12 @@ def _score(field, value):
     return int(value) if float(value).is_integer() else float(value)
 
 
-def parse_scores_reply(reply):
-    """{field: score} for SCORE_FIELDS from a judge's reply; keys may use spaces, hyphens or any case."""
+def parse_scores_reply(reply, fields=SCORE_FIELDS):
+    """{field: score} for a rubric's fields (the seed rubric's by default) from a judge's reply; keys may use
+    spaces, hyphens or any case ("plot sense" is plot_sense)."""
     found = extract_json_object(reply)
     by_field = {re.sub(r"[\s\-]+", "_", str(key).strip().lower()): value for key, value in found.items()}
-    missing = [field for field in SCORE_FIELDS if field not in by_field]
+    missing = [field for field in fields if field not in by_field]
     if missing:
         raise ReplyError(f"the judge's JSON lacks {', '.join(missing)}")
-    return {field: _score(field, by_field[field]) for field in SCORE_FIELDS}
+    return {field: _score(field, by_field[field]) for field in fields}

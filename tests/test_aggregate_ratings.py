@@ -41,7 +41,7 @@ def test_table_has_one_row_per_model_with_mean_and_95_ci(tmp_path, capsys):
         stats = list(csv.DictReader(f))
     assert len(stats) == 2 * 7
     overall = next(r for r in stats if r["model"] == "hindi-gpt-5M" and r["metric"] == "overall")
-    assert overall == {"model": "hindi-gpt-5M", "metric": "overall", "n": "4", "mean": "7.0", "median": "7.0",
+    assert overall == {"model": "hindi-gpt-5M", "rubric": "seed", "metric": "overall", "n": "4", "mean": "7.0", "median": "7.0",
                        "sd": f"{math.sqrt(2 / 3):.4f}", "ci95": f"{half_width:.4f}"}
     for figure in ("hindi.png", "hindi.violin.png", "hindi.hist.png"):
         with open(tmp_path / "results" / figure, "rb") as f:
@@ -78,3 +78,56 @@ def test_bad_rating_files_give_one_clear_error(tmp_path, record, message):
 def test_an_empty_folder_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="folder has no .jsonl/.json"):
         aggregate_ratings.main([str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def write_rubric_ratings(path, model, rubric, rows, judge="gpt-4o"):
+    """Rating records of make_requests.py evaluate --rubric=<rubric>: rows of {field: score}."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i, scores in enumerate(rows):
+            f.write(json.dumps({"ID": str(i), "model": model, "rubric": rubric, **scores, "judge": judge}) + "\n")
+
+
+def test_a_non_seed_rubric_is_tabled_with_the_fields_its_ratings_hold(tmp_path):
+    tinystories = [{"grammar": 8, "creativity": 6, "consistency": 7, "plot": 5},
+                   {"grammar": 6, "creativity": 6, "consistency": 9, "plot": 7}]
+    write_rubric_ratings(tmp_path / "ratings" / "a.jsonl", "english-5M", "tinystories", tinystories)
+    aggregate_ratings.main([str(tmp_path / "ratings"), "--out", str(tmp_path / "out")])
+    lines = (tmp_path / "out.md").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "| Model | Grammar | Creativity | Consistency | Plot | n |"
+    assert lines[2] == "| english-5M | 7.00 ± 12.71 | 6.00 ± 0.00 | 8.00 ± 12.71 | 6.00 ± 12.71 | 2 |"
+    assert lines[4] == "Mean ± 95% CI of the judge's 1–10 scores (rubric tinystories); judged by gpt-4o."
+    assert "| english-5M | Plot | 2 | 6.00 | 6.00 | 1.41 |" in lines
+    with open(tmp_path / "out.stats.csv", encoding="utf-8") as f:
+        stats = list(csv.DictReader(f))
+    assert [(r["rubric"], r["metric"]) for r in stats] == [("tinystories", f) for f in tinystories[0]]
+    with open(tmp_path / "out.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ratings_of_two_rubrics_get_a_section_each(tmp_path):
+    write_ratings(tmp_path / "ratings" / "seed.jsonl", "hindi-5M", [6, 8])
+    instruct = [{"grammar": 7, "creativity": 6, "consistency": 7, "plot": 6, "instruction_following": score}
+                for score in (3, 5)]
+    write_rubric_ratings(tmp_path / "ratings" / "instruct.jsonl", "hindi-5M", "instruct", instruct, judge="gpt-4.1")
+    aggregate_ratings.main([str(tmp_path / "ratings"), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out.md").read_text(encoding="utf-8")
+    seed, instruct_section = report.split("## Rubric: instruct\n\n")
+    assert seed.startswith("## Rubric: seed\n\n| Model | Context awareness |") and "### Per quality" in seed
+    assert "True overall" in seed and "True overall" not in instruct_section
+    assert instruct_section.startswith("| Model | Grammar | Creativity | Consistency | Plot | Instruction following "
+                                       "| n |")
+    assert "| hindi-5M | 7.00 ± 0.00 | 6.00 ± 0.00 | 7.00 ± 0.00 | 6.00 ± 0.00 | 4.00 ± 12.71 | 2 |" in instruct_section
+    assert "judged by gpt-4.1" in instruct_section and "judged by gpt-4o" in seed
+    with open(tmp_path / "out.stats.csv", encoding="utf-8") as f:
+        stats = list(csv.DictReader(f))
+    assert len(stats) == 7 + 5 and {r["rubric"] for r in stats} == {"seed", "instruct"}
+
+
+def test_a_rating_with_other_scores_than_its_rubric_has_is_an_error(tmp_path):
+    path = tmp_path / "r.jsonl"
+    write_rubric_ratings(path, "m", "tinystories", [{"grammar": 8, "plot": 5}, {"grammar": 8, "plots": 5}])
+    with pytest.raises(SystemExit) as exit_info:
+        aggregate_ratings.main([str(path), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == ("error: " + f"{path}:2: scores grammar, plots, where the other ratings of the "
+                                    "rubric 'tinystories' have grammar, plot")

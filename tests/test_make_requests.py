@@ -18,8 +18,10 @@ from regional_tinystories.replies import (
     check_story,
     extract_json_object,
     parse_scores_reply,
+    parse_story_and_summary_reply,
     parse_story_reply,
 )
+from regional_tinystories.templates import REPLY_FORMAT
 
 make_requests = load_script("prompting/make_requests.py")
 fake_llm_server = load_script("prompting/fake_llm_server.py")
@@ -228,6 +230,53 @@ def test_rate_limit_is_respected(tmp_path, server):
     assert len(read_jsonl(tmp_path / "out" / "p.jsonl")) == 30
 
 
+def test_generate_with_summary_asks_for_story_and_summary_in_one_request(tmp_path, server):
+    inputs = write_jsonl(tmp_path / "prompts" / "p.jsonl", [
+        {**record, "prompt": f"Write a story. [{record['ID']}]\n\n{REPLY_FORMAT}"} for record in prompt_records(3)])
+    server.script.update({
+        "[P1]": ["reply:" + json.dumps({"story": HINDI_STORY}, ensure_ascii=False)] * 2,  # no summary
+        "[P2]": ["reply:" + json.dumps({"story": HINDI_STORY, "summary": CANNED_STORIES["english"][:60] + "."})] * 2,
+    })
+    assert run("generate", server, "--input", inputs, "--out", tmp_path / "stories", "--with_summary",
+               "--retries", 1) is None
+    [story] = read_jsonl(tmp_path / "stories" / "p.jsonl")
+    # The fake LLM sums a story up in its first sentence.
+    assert story["ID"] == "P0" and story["story"] == HINDI_STORY
+    assert story["summary"] == "मीना को पुराने आम के पेड़ के नीचे एक छोटी लाल पतंग मिली।"
+    assert list(story)[-2:] == ["story", "summary"]
+    failed = {r["ID"]: r["error"] for r in read_jsonl(tmp_path / "stories" / "p.failed.jsonl")}
+    assert 'the JSON has no "summary" text (keys: story)' in failed["P1"]
+    assert "summary in the wrong script: only 0% of the letters are Devanagari" in failed["P2"]
+    # One request per attempt, whose reply form (and only that) asks for the summary too.
+    assert len(server.prompts) == 1 + 2 + 2
+    for prompt in server.prompts:
+        assert prompt.endswith('{"story": "the story text", "summary": "the summary"}')
+        assert REPLY_FORMAT not in prompt and prompt.count("Reply with a JSON object") == 1
+
+
+def test_with_summary_keeps_the_hyphenated_spelling_with_a_note(tmp_path, server):
+    inputs = write_jsonl(tmp_path / "in" / "p.jsonl", prompt_records(1))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "prompting", "make_requests.py"), "generate",
+                           "--input", inputs, "--out", str(tmp_path / "out"), "--base_url", server.base_url,
+                           "--with-summary"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert ("note: --with-summary is deprecated, use --with_summary (the old spelling will be removed in a later "
+            "release)") in proc.stderr.splitlines()
+    [story] = read_jsonl(tmp_path / "out" / "p.jsonl")
+    assert story["summary"].endswith("मिली।")  # a prompt without the plain reply form gets the summary form appended
+    assert server.prompts[0].startswith("Write a story. [P0]\n\nAlso sum the story up")
+
+
+def test_parse_story_and_summary_reply_checks_the_summary():
+    hindi = load_language("hindi")
+    reply = json.dumps({"story": HINDI_STORY, "summary": " मीना और रवि ने पतंग ठीक की। "}, ensure_ascii=False)
+    assert parse_story_and_summary_reply(reply, hindi, 50, 0.9) == (HINDI_STORY, "मीना और रवि ने पतंग ठीक की।")
+    for summary, reason in (("", "empty summary"), ("मीना और रवि ने पतंग", "truncated summary"),
+                            (HINDI_STORY, "the summary has 98 words for a story of 98: not a summary")):
+        with pytest.raises(ReplyError, match=reason):
+            parse_story_and_summary_reply(json.dumps({"story": HINDI_STORY, "summary": summary}), hindi, 50, 0.9)
+
+
 # --- crash safety and resuming ------------------------------------------------------------------
 
 def test_resume_skips_done_records_and_repairs_a_torn_line(tmp_path, server):
@@ -329,9 +378,9 @@ def test_evaluate_scores_model_samples(tmp_path, server):
     assert len(ratings) == 4
     assert sorted((r["ID"], r["sample_index"]) for r in ratings) == [("S1", 0), ("S1", 1), ("S1", 2), ("S2", 0)]
     for rating in ratings:
-        assert list(rating) == ["ID", "sample_index", "model", "context_awareness", "completeness", "grammar",
-                                "fluency", "creativity", "overall", "judge"]
-        assert rating["model"] == "hindi-gpt-54M" and rating["judge"] == "fake-model"
+        assert list(rating) == ["ID", "sample_index", "model", "rubric", "context_awareness", "completeness",
+                                "grammar", "fluency", "creativity", "overall", "judge"]
+        assert rating["model"] == "hindi-gpt-54M" and rating["judge"] == "fake-model" and rating["rubric"] == "seed"
         assert [rating[f] for f in ("context_awareness", "grammar", "overall")] == [7, 9, 7]
     # The rubric judges context awareness against the sample's opening and shows the story.
     rubric = next(p for p in server.prompts if "एक दिन" in p)
@@ -445,7 +494,7 @@ def test_run_requests_closes_the_backend_and_returns_counts(tmp_path, server):
     GenerateStories = make_requests.GenerateStories
 
     backend = OpenAICompatibleBackend(server.base_url, "fake-model")
-    mode = GenerateStories(SimpleNamespace(min_words=50, min_script_share=0.9), backend)
+    mode = GenerateStories(SimpleNamespace(min_words=50, min_script_share=0.9, with_summary=False), backend)
     shard = Shard("x", None, str(tmp_path / "x.jsonl"), str(tmp_path / "x.failed.jsonl"), set())
     jobs = (Job(r["ID"], r, shard) for r in prompt_records(3))
     stats = asyncio.run(run_requests(jobs, backend, mode, RequestSettings(max_in_flight=2), show_progress=False))
