@@ -56,18 +56,23 @@ def _read_txt(path, txt_mode):
         raise InputError(f"{path}:{line_no}: not UTF-8 text (byte {offset} of the file)") from None
 
 
+def require_records(source):
+    """The files of a local source, refused in one line if one is a .txt file (text without record fields)."""
+    paths = list_files(source)
+    text_files = [path for path in paths if path.endswith(".txt")]
+    if text_files:
+        raise InputError(f"{text_files[0]}: a .txt file holds only text; this format needs JSON/JSONL records "
+                         f"with their fields (noun, verb, adjective, ending, ...)")
+    return paths
+
+
 def read_records(source, text_field="story", hf_split="train"):
     """Yield (record, its raw text) for every record of a JSON/JSONL corpus or a Hugging Face dataset, for
     formats that need more of a record than its text (prepare.py --format=instruct)."""
     if source.startswith("hf:"):
         rows = hf_dataset_rows(source[len("hf:"):], hf_split)
     else:
-        paths = list_files(source)
-        text_files = [path for path in paths if path.endswith(".txt")]
-        if text_files:
-            raise InputError(f"{text_files[0]}: a .txt file holds only text; this format needs JSON/JSONL records "
-                             f"with their fields (noun, verb, adjective, ending, ...)")
-        rows = ((location, record) for path in paths for location, record in read_input_records(path))
+        rows = ((location, record) for path in require_records(source) for location, record in read_input_records(path))
     for location, record in rows:
         yield record, _text_of(record, text_field, location)
 

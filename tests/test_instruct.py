@@ -227,3 +227,34 @@ def test_a_chat_message_parses_as_a_spec_in_the_models_labels_or_english():
     assert instruct.parse_block_message("Words: cat\nFeatures: dialogue", fmt, "hindi") == (
         {"words": ["cat"], "features": ["dialogue"]}, "")
     assert instruct.parse_block_message("एक दिन एक बिल्ली", fmt, "hindi") is None
+
+
+def test_instruct_eval_tables_word_coverage_of_the_instruct_and_plain_models(models, tmp_path):
+    instruct_eval = load_script("scripts/instruct_eval.py")
+    out = tmp_path / "eval"
+    result = run_main(instruct_eval.main, [f"--instruct={models['instruct']}", f"--plain={models['plain']}",
+                                           "--language=english", "--num_specs=3", "--max_new_tokens=6",
+                                           f"--out_dir={out}"])
+    assert result.returncode == 0, result.stderr
+    rows = json.load(open(out / "instruct_eval.json"))["rows"]
+    assert [r["condition"] for r in rows] == ["instruct, spec", "plain, words opening", "plain, no prompt"]
+    samples = [json.loads(line) for line in open(out / "samples.jsonl", encoding="utf-8")]
+    assert len(samples) == 9 and all(s["language"] == "english" and s["noun"] for s in samples)
+    instructed = [s for s in samples if s["condition"] == "instruct, spec"]
+    assert all(s["instruction"].startswith(f"Words: {s['noun']}, {s['verb']}, {s['adjective']}\nEnding: ")
+               for s in instructed)
+    # coverage is counted on what the model wrote: the opening that holds the three words does not count
+    opened = [s for s in samples if s["condition"] == "plain, words opening"]
+    written = [s["story"][len(s["prompt"]):] for s in opened]
+    assert rows[1]["all_words"] == instruct_eval.coverage(written, opened, "english")["all_words"]
+    assert "| instruct, spec |" in (out / "instruct_eval.md").read_text()
+    swapped = run_main(instruct_eval.main, [f"--instruct={models['plain']}", "--language=english", "--num_specs=1"])
+    assert swapped.returncode == 1 and "trained on plain stories" in swapped.stderr
+
+
+def test_word_coverage_counts_inflected_uses_per_spec():
+    specs = [{"noun": "बिल्ली", "verb": "खेलना", "adjective": "छोटा"}, {"noun": "बिल्ली", "verb": "खेलना", "adjective": "छोटा"}]
+    stories = ["दो छोटी बिल्लियाँ आँगन में खेल रही थीं।", "एक कुत्ता सो रहा था।"]
+    instruct_eval = load_script("scripts/instruct_eval.py")
+    assert instruct_eval.coverage(stories, specs, "hindi") == {"all_words": 0.5, "words": 0.5, "noun": 0.5,
+                                                               "verb": 0.5, "adjective": 0.5}

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from regional_tinystories import instruct
 from regional_tinystories import tokenizer as tk
-from regional_tinystories.corpus import list_files, read_records, read_texts
+from regional_tinystories.corpus import list_files, read_records, read_texts, require_records
 from regional_tinystories.dataset import DatasetError, load_meta
 from regional_tinystories.errors import InputError
 from regional_tinystories.files import paths_overlap, write_json_atomic
@@ -137,6 +137,11 @@ _worker_instruct = None
 
 def init_worker(spec, base_dir, instruct_format):
     global _worker_tokenizer, _worker_instruct
+    if mp.current_process().name != "MainProcess":
+        # Ctrl-C and SIGTERM are the main process's to handle: it stops the pool, and a worker killed on the way
+        # out must not print a traceback of its own (forked workers inherit the main process's handlers)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process = one core; no nested thread pools
     _worker_tokenizer = tk.load_tokenizer(spec, base_dir)
     _worker_instruct = instruct_format
@@ -277,11 +282,13 @@ def swap_in(build_dir, final_dir):
         os.replace(build_dir, final_dir)
 
 
-def check_paths(source, final_dir):
+def check_paths(source, final_dir, args_format="plain"):
     """Before touching any file: the input exists, and the dataset folder neither is nor holds nor sits in it."""
     if source.startswith("hf:"):
         return
     list_files(source)  # a missing or unsupported local input fails here, before any work
+    if args_format == "instruct":
+        require_records(source)
     if paths_overlap(source, final_dir):
         raise InputError(f"--input {source} and the dataset folder {final_dir} overlap; writing there would "
                          f"replace the corpus; choose another --name or --out_dir")
@@ -292,7 +299,7 @@ def prepare(args):
     name = args.name or default_name(args.input)
     final_dir = os.path.join(args.out_dir, name)
     source = args.input
-    check_paths(source, final_dir)
+    check_paths(source, final_dir, args.format)
     os.makedirs(args.out_dir, exist_ok=True)
     recover_interrupted_swap(final_dir)
     out_dir = os.path.join(args.out_dir, f".{name}.tmp-{os.getpid()}")
