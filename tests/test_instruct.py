@@ -201,7 +201,7 @@ def test_sample_writes_to_a_spec_and_a_plain_model_refuses_one(models, tmp_path)
 def test_serve_builds_the_block_from_request_fields_or_a_chat_message(models):
     slots = {}
     for name in ("instruct", "plain"):
-        cfg = serve.SimpleNamespace(init_from=models[name], model_name=name, tokenizer="")
+        cfg = serve.SimpleNamespace(**{**serve.DEFAULTS, "init_from": models[name], "model_name": name})
         [slots[name]] = serve.load_slots(cfg, "cpu", "float32")
     story_server = serve.StoryServer(list(slots.values()))
     _, request = story_server.parse_request({"model": "instruct", "words": ["cat", "jump"], "max_tokens": 4}, chat=False)
