@@ -14,8 +14,6 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from regional_tinystories import runtime
-
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -84,11 +82,12 @@ def encode_prompt(tokenizer, prompt, block_size, instruction=""):
     return ids
 
 
-def generate_stories(model, tokenizer, prompts, sampling, num_samples=1, device="cpu", dtype="float32",
-                     model_name="", progress=False, instructions=None):
+def generate_stories(model, tokenizer, prompts, sampling, num_samples=1, device="cpu", model_name="", progress=False,
+                     instructions=None):
     """Yield one record per sample of every prompt, prompt by prompt (so a caller can write each as it comes);
     story includes the prompt. instructions: an instruct model's block for each prompt (regional_tinystories.
-    instruct), kept out of the story and recorded as "instruction"."""
+    instruct), kept out of the story and recorded as "instruction". The model runs in the precision its weights
+    have (bf16 weights are cast once by quantize.prepare, not autocast at every step)."""
     for i, prompt in enumerate(tqdm(prompts, desc="sampling", unit="prompt", disable=not progress or None)):
         prompt = unicodedata.normalize("NFC", prompt)
         instruction = instructions[i] if instructions else ""
@@ -98,8 +97,7 @@ def generate_stories(model, tokenizer, prompts, sampling, num_samples=1, device=
         idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
         # one generator per prompt: a prompt's samples do not depend on which other prompts are in the file
         generator = torch.Generator(device=device).manual_seed(sampling.seed + i)
-        with runtime.autocast(device, dtype):
-            out = model.generate(idx, sampling, eos_id=tokenizer.eos_id, generator=generator)
+        out = model.generate(idx, sampling, eos_id=tokenizer.eos_id, generator=generator)
         for s, row in enumerate(out[:, len(ids):].tolist()):
             finish = "eos" if tokenizer.eos_id in row else "length"
             new = row[:row.index(tokenizer.eos_id)] if finish == "eos" else row

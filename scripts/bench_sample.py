@@ -1,18 +1,21 @@
 """
 CPU generation speed, every contender measured in turn in the same rounds (A B C A B C ...), so that the ratios
-hold while other jobs share the cores: this project's KV-cache decoding at batch 1 and 8 (fp32, and bf16 weights
-where the CPU has native bf16), the full recompute nanoGPT's sample.py does, and optionally llama2.c's run.c on the
-same model exported with `export.py --format=llama2c`.
+hold while other jobs share the cores: this project's KV-cache decoding at batch 1 and 8 (fp32, int8 weights as
+sample.py --quantize=int8 makes them, and bf16 weights cast once where the CPU has native bf16), the full recompute
+nanoGPT's sample.py does, and optionally llama2.c's run.c on the same model exported with
+`export.py --format=llama2c`.
 
     python scripts/bench_sample.py                                   # 6L/6H/384, vocab 8192, 256 new tokens
     python scripts/bench_sample.py --llama2c_run=/path/to/run_omp    # + llama2.c, built with
         # gcc -Ofast -fopenmp -march=native -o run_omp run.c -lm   (run with OMP_NUM_THREADS = this process's threads)
 
 The weights are random (speed does not depend on what a model learned); eos is never drawn, so every sample
-runs the full length. Printed: tokens/s per contender (median over rounds) and per-round ratios to batch-1 fp32
-(median, min–max).
+runs the full length. Within a round the contenders take one decoding step each in turn (A B C A B C ...), and each
+one's tokens/s comes from its own steps' times. Printed: tokens/s per contender (median over rounds), per-round
+ratios to batch-1 fp32 (median, min–max), and what batch 8 gives over batch 1 in each precision.
 """
 import argparse
+import copy
 import os
 import re
 import statistics
@@ -22,7 +25,7 @@ import time
 
 import torch
 
-from regional_tinystories import PROJECT_ROOT, convert, runtime
+from regional_tinystories import PROJECT_ROOT, convert, quantize, runtime
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.corpus import read_texts
 from regional_tinystories.model import GPT, ModelConfig
@@ -31,14 +34,19 @@ from regional_tinystories.sampling import SamplingConfig
 PROMPT_TOKENS = 16
 
 
-def our_decoding(model, batch, new_tokens, use_cache):
-    idx = torch.randint(3, model.config.vocab_size, (batch, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
-    greedy = SamplingConfig(max_new_tokens=new_tokens, temperature=0)
-    start = time.perf_counter()
-    out = model.generate(idx, greedy, use_cache=use_cache)
-    seconds = time.perf_counter() - start
-    assert out.shape == (batch, PROMPT_TOKENS + new_tokens)
-    return batch * new_tokens / seconds
+def interleaved_decoding(contenders, new_tokens):
+    """One round: every contender decodes its sample, one step each in turn (prefill first), so a burst of load from
+    other jobs slows all of them alike. Returns {name: tokens/s} from each contender's own step times."""
+    steps, seconds = {}, dict.fromkeys(contenders, 0.0)
+    for name, (model, batch, use_cache, tokens) in contenders.items():
+        idx = torch.randint(3, model.config.vocab_size, (batch, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
+        steps[name] = model.generate_tokens(idx, SamplingConfig(max_new_tokens=tokens, temperature=0), use_cache=use_cache)
+    for _ in range(new_tokens):
+        for name in contenders:
+            start = time.perf_counter()
+            next(steps[name], None)  # a contender with fewer tokens (the recompute) is done early
+            seconds[name] += time.perf_counter() - start
+    return {name: batch * tokens / seconds[name] for name, (_, batch, _, tokens) in contenders.items()}
 
 
 def llama2c_decoding(binary, folder, new_tokens, threads):
@@ -71,14 +79,15 @@ def main():
     model = GPT(config).eval()
     with torch.no_grad():
         model.lm_head.weight[2] = 0  # eos (id 2) scores 0: greedy decoding never picks it
-    contenders = {"fp32, batch 1, KV cache": (model, 1, True), "fp32, batch 8, KV cache": (model, 8, True),
-                  "fp32, batch 1, full recompute (nanoGPT's sample.py)": (model, 1, False)}
+    n, recompute_n = args.new_tokens, min(args.new_tokens, 128)  # (recomputing every window is slow)
+    int8 = quantize.prepare(copy.deepcopy(model), quantize="int8")
+    contenders = {"fp32, batch 1, KV cache": (model, 1, True, n), "fp32, batch 8, KV cache": (model, 8, True, n),
+                  "fp32, batch 1, full recompute (nanoGPT's sample.py)": (model, 1, False, recompute_n),
+                  "int8 weights, batch 1, KV cache": (int8, 1, True, n), "int8 weights, batch 8, KV cache": (int8, 8, True, n)}
     if native_bf16:
-        bf16 = GPT(config).eval()
-        bf16.load_state_dict(model.state_dict())
-        bf16.to(torch.bfloat16)  # weights cast once, not autocast at every step
-        contenders["bf16 weights, batch 1, KV cache"] = (bf16, 1, True)
-        contenders["bf16 weights, batch 8, KV cache"] = (bf16, 8, True)
+        bf16 = quantize.prepare(copy.deepcopy(model), "bfloat16")  # weights cast once, not autocast at every step
+        contenders["bf16 weights, batch 1, KV cache"] = (bf16, 1, True, n)
+        contenders["bf16 weights, batch 8, KV cache"] = (bf16, 8, True, n)
     print(f"CPU: {runtime.cpu_name()}, {args.threads} threads; native bf16: {native_bf16}; model {args.n_layer}L/"
           f"{args.n_head}H/{args.n_embd}, vocab {args.vocab_size}: {model.num_params() / 1e6:.1f}M parameters; "
           f"{args.new_tokens} new tokens after {PROMPT_TOKENS}; {args.rounds} rounds")
@@ -95,23 +104,25 @@ def main():
         speeds = {name: [] for name in contenders}
         if args.llama2c_run:
             speeds["llama2.c run.c (C, OpenMP), batch 1"] = []
-        with torch.no_grad():
-            for name, (m, batch, cache) in contenders.items():  # warm-up, untimed
-                our_decoding(m, batch, 8, cache)
-            for _ in range(args.rounds):
-                for name, (m, batch, cache) in contenders.items():
-                    tokens = args.new_tokens if cache else min(args.new_tokens, 128)  # recompute is slow
-                    speeds[name].append(our_decoding(m, batch, tokens, cache))
-                if args.llama2c_run:
-                    speeds["llama2.c run.c (C, OpenMP), batch 1"].append(
-                        llama2c_decoding(args.llama2c_run, os.path.join(folder, "llama2c"), args.new_tokens,
-                                         args.threads))
+        interleaved_decoding({name: (*c[:3], 8) for name, c in contenders.items()}, 8)  # warm-up, untimed
+        for _ in range(args.rounds):
+            for name, tokens_per_second in interleaved_decoding(contenders, args.new_tokens).items():
+                speeds[name].append(tokens_per_second)
+            if args.llama2c_run:
+                speeds["llama2.c run.c (C, OpenMP), batch 1"].append(
+                    llama2c_decoding(args.llama2c_run, os.path.join(folder, "llama2c"), args.new_tokens, args.threads))
     base = speeds["fp32, batch 1, KV cache"]
     print("\n| contender | tokens/s | × fp32 batch 1 (median, min–max per round) |\n|---|---|---|")
     for name, values in speeds.items():
         ratios = [v / b for v, b in zip(values, base)]
         print(f"| {name} | {statistics.median(values):,.1f} | {statistics.median(ratios):.2f}× "
               f"({min(ratios):.2f}–{max(ratios):.2f}) |")
+    for weights in ("fp32", "int8 weights", "bf16 weights"):  # what batching buys in each precision, per round
+        if f"{weights}, batch 8, KV cache" in speeds:
+            ratios = [b8 / b1 for b8, b1 in zip(speeds[f"{weights}, batch 8, KV cache"],
+                                                speeds[f"{weights}, batch 1, KV cache"])]
+            print(f"{weights}: batch 8 gives {statistics.median(ratios):.2f}× the tokens/s of batch 1 "
+                  f"({min(ratios):.2f}–{max(ratios):.2f} per round)")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """
-CPU training speed, every contender in this one process and measured step by step in turn (A B C A B C ...), so
-that the ratios hold while other jobs share the cores.
+CPU training speed, every contender in this one process and measured step by step in turn (A B C, B C A, C A B, ...:
+the order rotates), so that the ratios hold while other jobs share the cores.
 
     python scripts/bench_train.py                                  # 6L/6H/384, block 256, batch 16, vocab 8192
     python scripts/bench_train.py --steps=50 --compile             # + torch.compile contenders
     python scripts/bench_train.py --nanogpt=/path/to/nanoGPT      # + nanoGPT's own model.py, side by side
+    python scripts/bench_train.py --threads=1                      # one torch thread (a machine others share)
 
 Contenders: the baseline is nanoGPT's recipe as this project writes it (classic GPT-2 blocks, float32, eager,
 AdamW without the fused kernel, as nanoGPT uses on a CPU); then the modern recipe (RoPE, RMSNorm, SwiGLU) in
-float32 with the fused AdamW train.py uses, and in bfloat16 autocast where the CPU has native bf16 (AVX-512 BF16 /
-AMX; elsewhere bf16 is emulated and far slower, so it is left out unless --bf16 is given). All see the same
-batches from the same initial seed. Printed: tokens/s (median over steps), the per-step ratio to the baseline
+float32 with the fused AdamW train.py uses, the same with optimizer="muon" (train.py's make_optimizer: Muon on the
+blocks' matrices, its extra cost per step is the Newton-Schulz iterations), and in bfloat16 autocast where the CPU
+has native bf16 (AVX-512 BF16 / AMX; elsewhere bf16 is emulated and far slower, so it is left out unless --bf16 is
+given). All see the same batches from the same initial seed. Printed: tokens/s (median over steps), the per-step ratio to the baseline
 (median, min–max), achieved GFLOP/s (6N + attention FLOPs per token) against matmul peaks measured now (fp32, and
 bf16 on native bf16 tensors), and each contender's loss after the last step next to the baseline's.
 """
@@ -21,10 +23,13 @@ import statistics
 import sys
 import time
 
+from types import SimpleNamespace
+
 import torch
 
 from regional_tinystories import runtime
 from regional_tinystories.model import GPT, ModelConfig
+from regional_tinystories.training import make_optimizer
 
 
 def matmul_peak(dtype, n=1024, seconds=1.0):
@@ -50,14 +55,20 @@ def nanogpt_model(path, args, vocab):
 
 
 class Contender:
-    def __init__(self, name, model, dtype="float32", fused=False, compile_=False):
+    def __init__(self, name, model, dtype="float32", fused=False, compile_=False, optimizer="adamw"):
         self.name, self.dtype = name, dtype
         self.model = torch.compile(model) if compile_ else model
         self.raw = model
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        rest = [p for p in model.parameters() if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0}],
-                                           lr=1e-3, betas=(0.9, 0.95), fused=fused)
+        if optimizer == "adamw":
+            decay = [p for p in model.parameters() if p.dim() >= 2]
+            rest = [p for p in model.parameters() if p.dim() < 2]
+            self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                                {"params": rest, "weight_decay": 0}],
+                                               lr=1e-3, betas=(0.9, 0.95), fused=fused)
+        else:  # as train.py makes it, with train.py's defaults
+            self.optimizer = make_optimizer(model, SimpleNamespace(
+                optimizer=optimizer, learning_rate=1e-3, muon_lr=0.02, muon_momentum=0.95, weight_decay=0.1,
+                beta1=0.9, beta2=0.95), "cpu")
         self.seconds, self.loss = [], None
 
     def step(self, x, y):
@@ -84,7 +95,10 @@ def main():
     p.add_argument("--compile", action="store_true", help="add torch.compile contenders")
     p.add_argument("--bf16", action="store_true", help="add bf16 contenders even without native bf16 (slow)")
     p.add_argument("--nanogpt", default="", help="a nanoGPT checkout: its model.py joins as a contender")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice, one per core)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     native_bf16 = runtime.cpu_supports_bf16()
     print(f"CPU: {runtime.cpu_name()}, {torch.get_num_threads()} threads; native bf16 (AVX-512 BF16 / AMX): "
           f"{native_bf16}")
@@ -103,6 +117,7 @@ def main():
         contenders.append(Contender("nanoGPT's own model.py (fp32)", nanogpt_model(args.nanogpt, args, args.vocab_size)))
     contenders.append(Contender("classic fp32, fused AdamW", build("classic"), fused=True))
     contenders.append(Contender("modern fp32, fused AdamW", build("modern"), fused=True))
+    contenders.append(Contender("modern fp32, Muon + fused AdamW", build("modern"), optimizer="muon"))
     if native_bf16 or args.bf16:
         contenders.append(Contender("modern bf16 autocast", build("modern"), "bfloat16", fused=True))
     if args.compile:
@@ -118,7 +133,9 @@ def main():
     for step in range(3 + args.steps):
         x = torch.randint(0, args.vocab_size, (args.batch_size, args.block_size + 1), generator=generator)
         x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()
-        for c in contenders:  # interleaved: every contender takes this step before the next begins
+        # interleaved: every contender takes this step before the next step begins, in an order that rotates from
+        # step to step, so that none always runs right after the peak probe or right before it
+        for c in contenders[step % len(contenders):] + contenders[:step % len(contenders)]:
             seconds = c.step(x, y)
             if step >= 3:
                 c.seconds.append(seconds)

@@ -14,7 +14,9 @@ same val documents whatever their tokenizer (the bytes column shows it).
 Each checkpoint is evaluated on its own training dataset (data_root/dataset from its config) unless --data_dir is
 given; the dataset's tokenizer must be the checkpoint's. Every token of the split after the first is predicted once,
 in consecutive windows of the model's block_size (the first tokens of a window see a shorter context).
-bpb = sum of the token losses in bits / UTF-8 bytes of the split's text.
+bpb = sum of the token losses in bits / UTF-8 bytes of the split's text. The model runs in float32 unless --dtype or
+--quantize say otherwise, as sample.py would run it (bf16 weights cast once, or int8 weights): the bpb cost of
+that precision is the difference from a float32 run.
 Written to --out_dir: eval_bpb.md (also printed), eval_bpb.csv, eval_bpb.json (read by results_table.py).
 """
 import argparse
@@ -26,11 +28,12 @@ import sys
 import numpy as np
 import torch
 
-from regional_tinystories import checkpoint, runtime
+from regional_tinystories import checkpoint, quantize, runtime
 from regional_tinystories import metrics
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.cli import add_init_from, resolve_init_from
+from regional_tinystories.config import ConfigError
 from regional_tinystories.dataset import DatasetError, check_split, load_meta
 
 
@@ -42,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--split", default="val")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto (as sample.py)")
+    p.add_argument("--quantize", default="none", help="int8: int8 weights, as sample.py --quantize=int8 (CPU only)")
     p.add_argument("--out_dir", default="out/eval_bpb")
     return resolve_init_from(p, p.parse_args(argv))
 
@@ -85,8 +90,10 @@ def total_loss_nats(model, tokens, batch_size, device):
     return total
 
 
-def evaluate(source, args, device):
+def evaluate(source, args, device, dtype):
     model, tokenizer, ckpt = load_model(source, device)
+    params = model.num_params()  # counted before quantizing: int8 weights are no longer parameters
+    quantize.prepare(model, dtype, args.quantize)
     data_dir = dataset_of(ckpt, args)
     meta = load_meta(data_dir)
     problems = check_split(data_dir, meta, args.split, full=False)
@@ -98,7 +105,8 @@ def evaluate(source, args, device):
     nats = total_loss_nats(model, tokens, args.batch_size, device)
     predicted = len(tokens) - 1
     return {"model": ckpt["path"], "dataset": data_dir, "split": args.split, "tokenizer": tk.describe(tokenizer.spec),
-            "params": model.num_params(), "tokens": predicted, "bytes": n_bytes,
+            "weights": "int8" if args.quantize == "int8" else dtype, "params": params, "tokens": predicted,
+            "bytes": n_bytes,
             "loss_per_token": nats / predicted, "bytes_per_token": n_bytes / predicted,
             "bpb": nats / math.log(2) / n_bytes}
 
@@ -107,8 +115,9 @@ def report(rows):
     md = ("## Bits per byte on held-out text\n\nLoss per token is not comparable across tokenizers (a longer token "
           "carries more text, so it costs more nats); bits per byte is.\n\n")
     md += metrics.markdown_table(
-        ["checkpoint", "dataset", "tokenizer", "params", "tokens", "bytes", "loss per token (nats)", "bits per byte"],
-        [(f"`{r['model']}`", f"{r['dataset']} ({r['split']})", f"`{r['tokenizer']}`", metrics.fmt(r["params"]),
+        ["checkpoint", "dataset", "tokenizer", "weights", "params", "tokens", "bytes", "loss per token (nats)",
+         "bits per byte"],
+        [(f"`{r['model']}`", f"{r['dataset']} ({r['split']})", f"`{r['tokenizer']}`", r["weights"], metrics.fmt(r["params"]),
           metrics.fmt(r["tokens"]), metrics.fmt(r["bytes"]), metrics.fmt(r["loss_per_token"]),
           f"**{r['bpb']:.4f}**") for r in rows])
     return md
@@ -118,8 +127,11 @@ def main(argv=None):
     args = parse_args(argv)
     device = runtime.pick_device(args.device)
     try:
-        rows = [evaluate(source, args, device) for source in args.init_from]
-    except (checkpoint.CheckpointError, DatasetError, tk.TokenizerError) as e:
+        if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"--dtype={args.dtype!r} is not one of 'auto', 'float32', 'bfloat16', 'float16'")
+        dtype = quantize.inference_dtype(args.dtype, args.quantize, device)
+        rows = [evaluate(source, args, device, dtype) for source in args.init_from]
+    except (ConfigError, checkpoint.CheckpointError, DatasetError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
     os.makedirs(args.out_dir, exist_ok=True)
     md = report(rows)

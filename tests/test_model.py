@@ -1,7 +1,19 @@
 """The model's fast paths against their written-out references."""
 import torch
 
-from regional_tinystories.model import GPT, ModelConfig, apply_rope, rope_frequencies, rope_tables, rotate
+import torch.nn.functional as F
+
+from regional_tinystories.model import (
+    GPT,
+    ModelConfig,
+    RMSNorm,
+    RMSNormFunction,
+    SwiGLUFunction,
+    apply_rope,
+    rope_frequencies,
+    rope_tables,
+    rotate,
+)
 
 
 def test_rotate_equals_the_written_out_rope_for_shared_and_per_row_positions():
@@ -33,3 +45,48 @@ def test_compiled_path_gives_the_same_loss():
     eager = model(x, x)[1].item()
     compiled = torch.compile(model, backend="eager")  # traces through rotate()'s is_compiling branch
     assert abs(compiled(x, x)[1].item() - eager) < 1e-5
+
+
+def test_rms_norm_equals_nn_rmsnorm_in_values_and_gradients():
+    torch.manual_seed(0)
+    for shape in ((4, 16, 48), (2, 8, 3, 16)):  # the residual stream, and QK-norm over heads
+        reference = torch.nn.RMSNorm(shape[-1])
+        with torch.no_grad():
+            reference.weight.normal_()
+        fused = RMSNorm(shape[-1])
+        fused.load_state_dict(reference.state_dict())
+        x, upstream = torch.randn(shape) * 3, torch.randn(shape)
+        outputs, grads = [], []
+        for norm in (reference, fused):
+            leaf = x.clone().requires_grad_()
+            out = norm(leaf)
+            out.backward(upstream)
+            outputs.append(out)
+            grads.append((leaf.grad, norm.weight.grad))
+        assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-5)
+        assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-4)
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w: RMSNormFunction.apply(a, w, 1e-6), (x, weight))
+
+
+def test_rms_norm_in_bf16_is_nn_rmsnorm_itself():
+    norm = RMSNorm(16).to(torch.bfloat16)
+    x = torch.randn(3, 16, dtype=torch.bfloat16)
+    assert torch.equal(norm(x), torch.nn.RMSNorm.forward(norm, x))
+
+
+def test_swiglu_equals_the_written_out_form_exactly():
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        h, upstream = torch.randn(3, 5, 16, dtype=dtype), torch.randn(3, 5, 8, dtype=dtype)
+        plain, fused = h.clone().requires_grad_(), h.clone().requires_grad_()
+        gate, value = plain.chunk(2, dim=-1)
+        expected = F.silu(gate) * value
+        expected.backward(upstream)
+        out = SwiGLUFunction.apply(fused)
+        out.backward(upstream)
+        assert out.dtype == dtype and torch.equal(out, expected) and torch.equal(fused.grad, plain.grad)
+    h = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(SwiGLUFunction.apply, (h,))

@@ -94,6 +94,7 @@ DEFAULTS = dict(
     block_size=256,
     gradient_accumulation_steps=1,
     doc_aligned=False,
+    loss_on="all",                 # train.py's setting, kept so one config drives both; distillation learns every token
     # model (the student)
     recipe="modern",
     n_layer=4,
@@ -103,8 +104,11 @@ DEFAULTS = dict(
     bias=False,
     qk_norm=False,
     tie_weights=True,
-    # optimizer
+    # optimizer: 'adamw' or 'muon', as in train.py
+    optimizer="adamw",
     learning_rate=1e-3,
+    muon_lr=0.02,
+    muon_momentum=0.95,
     max_iters=2000,
     max_seconds=0.0,               # > 0: evaluate, save and stop once training has run this long (a time budget)
     weight_decay=0.1,
@@ -127,8 +131,8 @@ DEFAULTS = dict(
     seed=1337,
 )
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-CHOICES = dict(recipe=("classic", "modern"), lr_schedule=("cosine", "wsd", "constant"), dtype=DTYPES,
-               teacher_dtype=DTYPES, teacher_type=("auto", "checkpoint", "transformers"),
+CHOICES = dict(recipe=("classic", "modern"), loss_on=("all", "story"), lr_schedule=("cosine", "wsd", "constant"), dtype=DTYPES,
+               optimizer=("adamw", "muon"), teacher_dtype=DTYPES, teacher_type=("auto", "checkpoint", "transformers"),
                wandb_mode=("online", "offline", "disabled"))
 TYPES = dict(lr_decay_iters=int, alpha_end=float, temperature_end=float)
 
@@ -140,6 +144,9 @@ def check_distill_settings(settings):
     for key in ("temperature", "temperature_end"):
         if settings[key] is not None and not (math.isfinite(settings[key]) and settings[key] > 0):
             raise ConfigError(f"{key}={settings[key]} must be positive")
+    if settings["loss_on"] != "all":
+        raise ConfigError(f"loss_on={settings['loss_on']!r}: distill.py learns every token from the teacher, the "
+                          f"instruction block too; use loss_on=all (train.py's loss_on=story masks it)")
     if settings["teacher_topk"] < 1:
         raise ConfigError(f"teacher_topk={settings['teacher_topk']} must be at least 1")
     if settings["teacher_cache"] and settings["temperature_end"] is not None:
@@ -552,7 +559,7 @@ def distill(argv, signals):
         alpha = scheduled(cfg.alpha, cfg.alpha_end, state.iter_num, cfg.max_iters)
         temperature = scheduled(cfg.temperature, cfg.temperature_end, state.iter_num, cfg.max_iters)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices run at muon_lr / learning_rate times
         loss_sum = ce_sum = kd_sum = 0.0
         for micro in range(accum_steps):
             if teacher_logits is None:  # from the cache

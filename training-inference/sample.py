@@ -22,7 +22,7 @@ import signal
 import sys
 from types import SimpleNamespace
 
-from regional_tinystories import checkpoint, instruct, runtime
+from regional_tinystories import checkpoint, instruct, quantize, runtime
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.config import ConfigError, load_config
@@ -50,11 +50,13 @@ DEFAULTS = dict(
     no_repeat_ngram_size=0,    # > 0 forbids repeating any n-gram of this size
     seed=1337,
     device="auto",
-    dtype="auto",
+    dtype="auto",              # 'auto': bfloat16 where the hardware has it (weights cast once), else float32
+    quantize="none",           # 'int8': int8 weights (torch.ao dynamic quantization), CPU only
     output_format="text",      # 'text', 'json' or 'jsonl'
     out_file="",               # empty: print to stdout
 )
-CHOICES = dict(output_format=("text", "json", "jsonl"), dtype=("auto", "float32", "bfloat16", "float16"))
+CHOICES = dict(output_format=("text", "json", "jsonl"), dtype=("auto", "float32", "bfloat16", "float16"),
+               quantize=quantize.QUANTIZE_CHOICES)
 
 
 def read_prompts(start):
@@ -134,15 +136,17 @@ def main(argv=None):
         cfg = SimpleNamespace(**load_config(DEFAULTS, argv, CHOICES, __doc__))
         prompts = read_prompts(cfg.start)
         device = runtime.pick_device(cfg.device)
-        dtype = runtime.pick_dtype(cfg.dtype, device)
+        dtype = quantize.inference_dtype(cfg.dtype, cfg.quantize, device)
         model, tokenizer, ckpt = load_model(cfg.init_from, device, cfg.tokenizer)
         prompts, instructions = instruction_blocks(cfg, ckpt, prompts)
     except (ConfigError, InputError, checkpoint.CheckpointError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
     print(f"{ckpt['path']}: {model.num_params() / 1e6:.2f}M params, tokenizer {tk.describe(tokenizer.spec)}, "
-          f"device {device}, dtype {dtype}, {len(prompts)} prompt(s) x {cfg.num_samples}", file=sys.stderr)
+          f"device {device}, dtype {dtype}{', int8 weights' * (cfg.quantize == 'int8')}, {len(prompts)} prompt(s) x "
+          f"{cfg.num_samples}", file=sys.stderr)
+    model = quantize.prepare(model, dtype, cfg.quantize)  # after counting: int8 weights are no longer parameters
     records = generate_stories(model, tokenizer, prompts, SamplingConfig.from_settings(vars(cfg)),
-                               num_samples=cfg.num_samples, device=device, dtype=dtype, model_name=ckpt["path"],
+                               num_samples=cfg.num_samples, device=device, model_name=ckpt["path"],
                                progress=True, instructions=instructions)
     count, interrupted = write_samples(records, cfg.output_format, cfg.out_file)
     if interrupted:

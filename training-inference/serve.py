@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from aiohttp import web
 
-from regional_tinystories import PROJECT_ROOT, checkpoint, instruct, metrics, runtime
+from regional_tinystories import PROJECT_ROOT, checkpoint, instruct, metrics, quantize, runtime
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.config import ConfigError, load_config
@@ -62,7 +62,8 @@ DEFAULTS = dict(
     host="127.0.0.1",           # loopback only; any other address lets the network use the model, without a key
     port=8000,                  # 0 picks a free port (printed at start)
     device="auto",
-    dtype="auto",
+    dtype="auto",               # 'auto': bfloat16 where the hardware has it (weights cast once), else float32
+    quantize="none",            # 'int8': int8 weights (torch.ao dynamic quantization), CPU only
     max_tokens_limit=1024,      # the most tokens one choice may ask for; also what a request without max_tokens gets
     max_n=4,                    # the most choices (n) per request
     max_body_bytes=1_000_000,   # larger request bodies are refused with 413
@@ -70,7 +71,7 @@ DEFAULTS = dict(
     max_batch=16,               # rows (sum of n) decoded together in one forward pass, per model
     request_timeout=300.0,      # seconds a request may generate; then its choices end with finish_reason "length"
 )
-CHOICES = dict(dtype=("auto", "float32", "bfloat16", "float16"))
+CHOICES = dict(dtype=("auto", "float32", "bfloat16", "float16"), quantize=quantize.QUANTIZE_CHOICES)
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4  # as in the OpenAI API
@@ -437,7 +438,7 @@ class Scheduler:
         for slot in self.slots.values():
             slot.batch.remove_done()  # generations whose client left since the last step
             slot.solo = [g for g in slot.solo if not g.done]
-            with torch.no_grad(), runtime.autocast(slot.device, slot.dtype):
+            with torch.no_grad():  # in the weights' own dtype (quantize.prepare cast them once)
                 waiting = len(slot.pending)
                 for _ in range(waiting):
                     g = slot.pending.popleft()
@@ -743,6 +744,7 @@ def load_slots(cfg, device, dtype):
         language = metrics.language_in(f"{config.get('dataset', '')} {source}")
         print(f"{ckpt['path']}: {model.num_params() / 1e6:.2f}M params, tokenizer {tk.describe(tokenizer.spec)}, "
               f"block_size {model.config.block_size}, language {language or 'unknown'}", file=sys.stderr)
+        model = quantize.prepare(model, dtype, cfg.quantize)  # after counting: int8 weights are no longer parameters
         instruct_format = None
         labels = ((ckpt.get("meta") or {}).get("instruct") or {}).get("labels")
         if labels:  # a spec is rendered with the labels of the model's language
@@ -763,11 +765,12 @@ def main(argv=None):
         if not cfg.request_timeout > 0:
             raise ConfigError(f"request_timeout must be > 0 seconds, got {cfg.request_timeout}")
         device = runtime.pick_device(cfg.device)
-        dtype = runtime.pick_dtype(cfg.dtype, device)
+        dtype = quantize.inference_dtype(cfg.dtype, cfg.quantize, device)
         slots = load_slots(cfg, device, dtype)
     except (ConfigError, checkpoint.CheckpointError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
-    print(f"device {device}, dtype {dtype}; playground at / on the same address", file=sys.stderr)
+    print(f"device {device}, dtype {dtype}{', int8 weights' * (cfg.quantize == 'int8')}; playground at / on the same "
+          f"address", file=sys.stderr)
     if not is_loopback(cfg.host):
         print(f"warning: listening on {cfg.host}: anyone who can reach this machine can use the model "
               f"(there is no authentication)", file=sys.stderr)

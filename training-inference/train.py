@@ -79,8 +79,12 @@ DEFAULTS = dict(
     bias=False,
     qk_norm=False,
     tie_weights=True,
-    # optimizer: AdamW, weight decay on 2-D weights only
+    # optimizer: 'adamw' (weight decay on 2-D weights only), or 'muon': Muon on the blocks' weight matrices, AdamW
+    # (at learning_rate) on the embedding/head, norms and biases
+    optimizer="adamw",
     learning_rate=1e-3,
+    muon_lr=0.02,                  # Muon's peak learning rate; the schedule scales it as it scales learning_rate
+    muon_momentum=0.95,
     max_iters=2000,
     max_seconds=0.0,               # > 0: a time budget: evaluate, save and stop once training has run this long; the
                                    # LR schedule is then paced by time too (runs so budgeted are not bit-reproducible)
@@ -103,8 +107,9 @@ DEFAULTS = dict(
     compile=False,
     seed=1337,
 )
-CHOICES = dict(recipe=("classic", "modern"), loss_on=("all", "story"), lr_schedule=("cosine", "wsd", "constant"),
-               dtype=("auto", "float32", "bfloat16", "float16"), wandb_mode=("online", "offline", "disabled"))
+CHOICES = dict(recipe=("classic", "modern"), optimizer=("adamw", "muon"), loss_on=("all", "story"),
+               lr_schedule=("cosine", "wsd", "constant"), dtype=("auto", "float32", "bfloat16", "float16"),
+               wandb_mode=("online", "offline", "disabled"))
 TYPES = dict(lr_decay_iters=int)  # the type of each setting whose default is None
 
 
@@ -266,7 +271,7 @@ def train(argv, signals):
             schedule_iter = max(schedule_iter, int(elapsed / cfg.max_seconds * (cfg.lr_decay_iters or cfg.max_iters)))
         lr = learning_rate_at(schedule_iter, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices run at muon_lr / learning_rate times
         loss_sum = 0.0
         for micro in range(accum_steps):
             x, y = (t.to(device, non_blocking=True) for t in train_batches.next_batch())

@@ -1,0 +1,133 @@
+"""
+Quality at a fixed CPU time: held-out bits per byte after the same wall-clock training budget, on real Hindi prose
+(Premchand's Sevasadan, ../shared/data/hindi-ltrc-classical/miscellaneous_seva.txt, one document a line), with
+train.py and eval_bpb.py as a user runs them:
+
+  (a) nanoGPT's recipe: the classic recipe (GPT-2 blocks), fp32, eager, AdamW with nanoGPT's settings for a small
+      model (its shakespeare_char config: learning rate 1e-3 to 1e-4, beta2 0.99, 100 warmup steps, weight decay
+      0.1; no dropout, nanoGPT's default) on random windows,
+  (b) the modern recipe (RoPE, RMSNorm, SwiGLU) with AdamW and this project's quickstart settings (2e-3 to 2e-4,
+      50 warmup steps, windows that start at a document),
+  (c) the same with optimizer=muon (Muon on the blocks' matrices, AdamW on the rest).
+
+    python scripts/bench_quality.py                      # 120 s each, 4 x 128 model, 1 thread
+    python scripts/bench_quality.py --seconds=300 --rounds=3
+
+Every run has the same model size, batch, block, seed and budget (train.py --max_seconds, which paces the
+learning-rate schedule by time); the steps each manages are its speed. Each final checkpoint is then scored by
+eval_bpb.py on every token of the same val split. With --rounds=N the runs repeat in alternating order (a b c, c b a,
+...) and the median is reported, so that drifting background load does not favour one contender. Prints a markdown
+table with steps, tokens/s, val bits per byte and the difference from (a).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "..", "shared", "data", "hindi-ltrc-classical", "miscellaneous_seva.txt")
+CONTENDERS = {
+    "(a) nanoGPT recipe: classic, fp32, AdamW": [
+        "--recipe=classic", "--optimizer=adamw", "--learning_rate=1e-3", "--min_lr=1e-4", "--warmup_iters=100",
+        "--beta2=0.99", "--doc_aligned=False"],
+    "(b) modern, AdamW": [
+        "--recipe=modern", "--optimizer=adamw", "--learning_rate=2e-3", "--min_lr=2e-4", "--warmup_iters=50",
+        "--doc_aligned=True"],
+    "(c) modern, Muon": [
+        "--recipe=modern", "--optimizer=muon", "--learning_rate=2e-3", "--min_lr=2e-4", "--warmup_iters=50",
+        "--doc_aligned=True"],
+}
+
+
+def run(script, args, env):
+    """Run a stage script; return its stdout."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env)
+    if proc.returncode:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
+        sys.exit(f"error: {script} failed: {lines[-1]}")
+    return proc.stdout
+
+
+def train_and_score(name, extra, common, run_dir, eval_dir, env):
+    run("training-inference/train.py", [*common, *extra, f"--out_dir={run_dir}"], env)
+    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    run("scripts/eval_bpb.py", [f"--init_from={os.path.join(run_dir, 'ckpt_last.pt')}", f"--out_dir={eval_dir}"], env)
+    with open(os.path.join(eval_dir, "eval_bpb.json"), encoding="utf-8") as f:
+        bpb = json.load(f)[0]["bpb"]
+    return {"steps": summary["iters"], "tokens_per_s": summary["tokens"] / summary["seconds"], "bpb": bpb}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=120, help="training budget of every run (train.py max_seconds)")
+    p.add_argument("--rounds", type=int, default=1, help="runs of every contender, in alternating order")
+    p.add_argument("--n_layer", type=int, default=4)
+    p.add_argument("--n_head", type=int, default=4)
+    p.add_argument("--n_embd", type=int, default=128)
+    p.add_argument("--block_size", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--tokenizer", default="sp-bpe:4096")
+    p.add_argument("--muon_lr", type=float, default=None, help="Muon's learning rate for (c) (default: train.py's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (runs go one after another; on a shared 2-core machine one thread is "
+                        "steadier than two, which spin against each other and the other jobs)")
+    p.add_argument("--out_dir", default="", help="keep the dataset and runs here (default: a temporary folder)")
+    args = p.parse_args(argv)
+    if not os.path.isfile(SOURCE):
+        sys.exit(f"error: {SOURCE}: not found (the reference data lives in ../shared/data)")
+    if args.seconds <= 0 or args.rounds < 1:
+        sys.exit("error: --seconds must be positive and --rounds at least 1")
+    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
+    contenders = dict(CONTENDERS)
+    if args.muon_lr is not None:
+        name = next(n for n in contenders if "Muon" in n)
+        contenders[name] = [*contenders[name], f"--muon_lr={args.muon_lr}"]
+    results = {name: [] for name in contenders}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out_dir or tmp
+        data_root = os.path.join(out, "data")
+        run("training-inference/data/prepare.py", [f"--input={SOURCE}", "--name=sevasadan", f"--out_dir={data_root}",
+                                                   f"--tokenizer={args.tokenizer}", "--txt_mode=line",
+                                                   "--val_fraction=0.05", "--workers=2"], env)
+        with open(os.path.join(data_root, "sevasadan", "meta.json"), encoding="utf-8") as f:
+            splits = json.load(f)["splits"]
+        print(f"data: {os.path.normpath(SOURCE)}: train {splits['train']['tokens']:,} tokens, val "
+              f"{splits['val']['tokens']:,} tokens, {splits['val']['bytes']:,} bytes ({args.tokenizer})")
+        common = ["--dataset=sevasadan", f"--data_root={data_root}", f"--n_layer={args.n_layer}",
+                  f"--n_head={args.n_head}", f"--n_embd={args.n_embd}", f"--block_size={args.block_size}",
+                  f"--batch_size={args.batch_size}", f"--max_seconds={args.seconds}", "--max_iters=1000000",
+                  "--eval_interval=1000000", "--eval_iters=5", "--log_interval=50", "--dropout=0.0",
+                  "--weight_decay=0.1", "--device=cpu", "--dtype=float32", "--seed=1337"]
+        started = time.time()
+        for round_ in range(args.rounds):
+            order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
+            for name in order:
+                tag = f"{name[1]}{round_}"
+                result = train_and_score(name, contenders[name], common, os.path.join(out, tag),
+                                         os.path.join(out, f"eval-{tag}"), env)
+                results[name].append(result)
+                print(f"round {round_ + 1}, {name}: {result['steps']} steps, val bpb {result['bpb']:.4f}",
+                      file=sys.stderr, flush=True)
+
+    print(f"\n{args.n_layer} layers x {args.n_embd}, {args.n_head} heads, block {args.block_size}, batch "
+          f"{args.batch_size}; {args.seconds:g} s of training per run, {args.rounds} round(s), {args.threads} "
+          f"thread(s); {time.time() - started:.0f} s in all\n")
+    print("| run | steps | tokens/s | val bits per byte | vs (a) |")
+    print("|---|---|---|---|---|")
+    base = statistics.median(r["bpb"] for r in results[next(iter(results))])
+    for name, runs in results.items():
+        bpb = statistics.median(r["bpb"] for r in runs)
+        spread = f" ({min(r['bpb'] for r in runs):.4f}–{max(r['bpb'] for r in runs):.4f})" if len(runs) > 1 else ""
+        print(f"| {name} | {statistics.median(r['steps'] for r in runs):.0f} | "
+              f"{statistics.median(r['tokens_per_s'] for r in runs):,.0f} | {bpb:.4f}{spread} | "
+              f"{100 * (bpb - base) / base:+.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
