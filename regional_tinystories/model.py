@@ -58,11 +58,13 @@ class RMSNormFunction(torch.autograd.Function):
 
 class RMSNorm(nn.RMSNorm):
     """nn.RMSNorm (same weight, same eps: the dtype's machine epsilon), with RMSNormFunction's fused passes for float32
-    in eager mode. Other dtypes (bf16 inference, autocast under QK-norm) and torch.compile, which fuses the plain
-    form itself, take nn.RMSNorm's own path."""
+    in eager mode with gradients. Other dtypes (bf16 inference, autocast under QK-norm), torch.compile, which fuses
+    the plain form itself, and inference, where a decoding step's one row makes the autograd.Function's own overhead
+    the larger cost (2x F.rms_norm's time), take nn.RMSNorm's own path."""
 
     def forward(self, x):
-        if x.dtype != torch.float32 or self.weight is None or torch.compiler.is_compiling():
+        if (x.dtype != torch.float32 or self.weight is None or torch.compiler.is_compiling()
+                or not torch.is_grad_enabled()):
             return super().forward(x)
         eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
         return RMSNormFunction.apply(x, self.weight, eps)
@@ -188,7 +190,8 @@ class SwiGLUFunction(torch.autograd.Function):
 
 
 def swiglu(h):
-    if torch.compiler.is_compiling():  # inductor fuses the written-out form (and its backward) itself
+    # inductor fuses the written-out form (and its backward) itself; without gradients there is nothing to save
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
         gate, value = h.chunk(2, dim=-1)
         return F.silu(gate) * value
     return SwiGLUFunction.apply(h)

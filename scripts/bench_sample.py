@@ -1,7 +1,8 @@
 """
 CPU generation speed, every contender measured in turn in the same rounds (A B C A B C ...), so that the ratios
-hold while other jobs share the cores: this project's KV-cache decoding at batch 1 and 8 (fp32, int8 weights as
-sample.py --quantize=int8 makes them, and bf16 weights cast once where the CPU has native bf16), the full recompute
+hold while other jobs share the cores: this project's KV-cache decoding at batch 1 and 8 (fp32 weights in the
+memory order quantize.prepare picks for them, as sample.py runs them, int8 weights as sample.py --quantize=int8
+makes them, and bf16 weights cast once where the CPU has native bf16), the full recompute
 nanoGPT's sample.py does, and optionally llama2.c's run.c on the same model exported with
 `export.py --format=llama2c`.
 
@@ -76,7 +77,7 @@ def main():
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=args.vocab_size, block_size=1024, n_layer=args.n_layer, n_head=args.n_head,
                          n_embd=args.n_embd, recipe="modern")
-    model = GPT(config).eval()
+    model = quantize.prepare(GPT(config))  # as sample.py runs it: eval mode, weights in their faster memory order
     with torch.no_grad():
         model.lm_head.weight[2] = 0  # eos (id 2) scores 0: greedy decoding never picks it
     n, recompute_n = args.new_tokens, min(args.new_tokens, 128)  # (recomputing every window is slow)

@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import time
-
 from types import SimpleNamespace
 
 import torch

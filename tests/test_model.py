@@ -1,6 +1,5 @@
 """The model's fast paths against their written-out references."""
 import torch
-
 import torch.nn.functional as F
 
 from regional_tinystories.model import (

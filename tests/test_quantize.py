@@ -7,11 +7,16 @@ import pytest
 import torch
 from helpers import load_script, prepare_dataset, run_main
 from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from regional_tinystories import quantize
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.config import ConfigError
-from regional_tinystories.sampling import SamplingConfig, encode_prompt, generate_stories
+from regional_tinystories.sampling import (
+    SamplingConfig,
+    encode_prompt,
+    generate_stories,
+)
 
 sample_script = load_script("training-inference/sample.py")
 train_script = load_script("training-inference/train.py")
@@ -58,7 +63,8 @@ def tokens_in_agreement(rows, reference):
 @pytest.mark.parametrize("dtype, quantize_setting", [("bfloat16", "none"), ("float32", "int8")])
 def test_greedy_decoding_agrees_with_fp32(trained, dtype, quantize_setting):
     """The issue's bound: at least 20 tokens of greedy decoding as in fp32, for every prompt. (Measured on this
-    model: bf16 and int8 agree with fp32 for all 40 tokens of all six prompts.)"""
+    model: bf16 and int8 agree with fp32 for all 40 tokens of all six prompts. A larger model whose top two tokens
+    are often near-ties parts from fp32 greedy earlier on some prompts: measured in the README, Performance.)"""
     model, tokenizer, _ = load_model(str(trained[0]))
     reference = greedy(model, tokenizer)
     quantize.prepare(model, dtype, quantize_setting)
@@ -83,11 +89,43 @@ def test_bf16_weights_are_cast_once_and_the_rope_table_stays_complex(trained):
     assert bf16_logits.float().argmax(-1).equal(fp32_logits.argmax(-1))
 
 
-def test_int8_replaces_every_linear_layer_and_keeps_the_embedding(trained):
+@pytest.mark.parametrize("column_major", [True, False])
+def test_fp32_weights_are_stored_in_the_faster_order_with_the_same_logits_and_greedy_tokens(trained, monkeypatch,
+                                                                                          column_major):
+    """quantize.prepare stores each linear weight in whichever memory order column_major_is_faster (a timing) picks;
+    forced both ways here, the model computes the same logits and decodes the same tokens, the head still tied."""
+    model, tokenizer, _ = load_model(str(trained[0]))
+    idx = torch.tensor([[1, 40, 41, 42, 43]])
+    with torch.no_grad():
+        reference_logits, _ = model(idx)
+    reference = greedy(model, tokenizer)
+    monkeypatch.setattr(quantize, "column_major_is_faster", lambda shape, dtype, threads: column_major)
+    quantize.prepare(model)
+    linears = [m.weight for m in model.modules() if type(m) is nn.Linear]
+    assert len(linears) == 9  # 2 layers x 4, and the head
+    assert all(w.t().is_contiguous() != w.is_contiguous() and w.t().is_contiguous() == column_major for w in linears)
+    assert model.lm_head.weight is model.wte.weight
+    with torch.no_grad():
+        logits, _ = model(idx)
+    assert torch.allclose(logits, reference_logits, atol=1e-5)
+    assert greedy(model, tokenizer) == reference
+
+
+def test_the_memory_order_is_timed_once_per_shape():
+    quantize.column_major_is_faster.cache_clear()
+    assert quantize.column_major_is_faster((64, 32), torch.float32, 1) in (True, False)
+    quantize.column_major_is_faster((64, 32), torch.float32, 1)
+    quantize.column_major_is_faster((32, 64), torch.float32, 1)
+    assert quantize.column_major_is_faster.cache_info().misses == 2
+
+
+def test_int8_replaces_the_linear_layers_but_the_mlp_outputs_and_keeps_the_embedding(trained):
     model, _, _ = load_model(str(trained[0]))
     embedding = model.wte.weight.detach().clone()
     quantize.prepare(model, quantize="int8")
-    assert not [name for name, m in model.named_modules() if type(m) is nn.Linear]
+    assert [name for name, m in model.named_modules() if type(m) is nn.Linear] == ["blocks.0.mlp.c_proj",
+                                                                                  "blocks.1.mlp.c_proj"]
+    assert isinstance(model.blocks[0].attn.c_attn, DynamicQuantizedLinear)
     head = model.lm_head
     assert head.weight().dtype == torch.qint8 and head.weight().qscheme() == torch.per_channel_affine
     assert model.wte.weight.dtype == torch.float32 and torch.equal(model.wte.weight, embedding)
@@ -120,7 +158,7 @@ def test_serve_batches_bf16_and_int8_models_as_sample_py_decodes_them(trained, d
     cfg = SimpleNamespace(**{**serve_script.DEFAULTS, "init_from": str(trained[0]), "quantize": quantize_setting})
     (slot,) = serve_script.load_slots(cfg, "cpu", dtype)
     if quantize_setting == "int8":
-        assert not [m for m in slot.model.modules() if type(m) is nn.Linear]
+        assert isinstance(slot.model.lm_head, DynamicQuantizedLinear)
     else:
         assert slot.model.wte.weight.dtype == torch.bfloat16
     requests = [serve_script.StoryRequest(prompt=p, sampling=SamplingConfig(max_new_tokens=12, temperature=0), n=n,
@@ -154,10 +192,10 @@ def test_eval_bpb_measures_the_int8_cost(trained, tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--quantize=int4"], "error: command line: quantize='int4' is not one of 'none', 'int8'"),
-    (["--quantize=int8", "--device=cuda"], "error: quantize=int8: the int8 kernels (torch.ao dynamic quantization) "
-                                           "run on the CPU only, not on device cuda; use dtype=bfloat16 or float16 there"),
-    (["--quantize=int8", "--dtype=bfloat16"], "error: quantize=int8 computes in float32 between its int8 matrix "
-                                              "products, so dtype must be 'auto' or 'float32', not 'bfloat16'"),
+    (["--quantize=int8", "--device=cuda"], ("error: quantize=int8: the int8 kernels (torch.ao dynamic quantization) "
+                                            "run on the CPU only, not on device cuda; use dtype=bfloat16 or float16 there")),
+    (["--quantize=int8", "--dtype=bfloat16"], ("error: quantize=int8 computes in float32 between its int8 matrix "
+                                               "products, so dtype must be 'auto' or 'float32', not 'bfloat16'")),
 ])
 def test_sample_and_serve_refuse_quantize_settings_in_one_line(trained, args, expected):
     for script in (sample_script, serve_script):
