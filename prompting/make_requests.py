@@ -39,7 +39,11 @@ import os
 import sys
 import time
 
-from regional_tinystories.cli import rename_deprecated_options, underscored
+from regional_tinystories.cli import (
+    add_translation_source_options,
+    rename_deprecated_options,
+    underscored,
+)
 from regional_tinystories.errors import InputError, Problem, one_line
 from regional_tinystories.files import (
     hold_lock,
@@ -372,11 +376,9 @@ def parse_args(argv):
                                "rubric file of your own (default: seed)")
     translate = modes.add_parser("translate", parents=[common], help="translate a corpus")
     translate.add_argument("--language", required=True, help="target language, e.g. hindi")
-    translate.add_argument("--source_language", default="english")
     translate.add_argument("--hf_dataset", metavar="NAME[:CONFIG]",
                            help="Hugging Face dataset (hub name or local folder), the same as --input hf:NAME")
-    translate.add_argument("--hf_split", default="train", help="split of the Hugging Face dataset")
-    translate.add_argument("--text_field", help="field holding the text (default: 'story', else 'text')")
+    add_translation_source_options(translate)  # --source_language, --hf_split, --text_field
     args = parser.parse_args(rename_deprecated_options(sys.argv[1:] if argv is None else list(argv), RENAMED_OPTIONS))
 
     hf_inputs = [path for path in args.input or [] if path.startswith("hf:")]

@@ -50,6 +50,7 @@ import torch
 from tqdm import tqdm
 
 from regional_tinystories import runtime
+from regional_tinystories.cli import add_translation_source_options
 from regional_tinystories.errors import InputError, one_line
 from regional_tinystories.files import (
     append_record,
@@ -76,11 +77,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True,
                    help="JSONL/JSON files or folders of them, or hf:NAME[:CONFIG] (a Hugging Face dataset)")
-    p.add_argument("--hf_split", default="train", help="split of the Hugging Face dataset")
-    p.add_argument("--text_field", help="field holding the text (default: 'story', else 'text')")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--language", help="target language, e.g. hindi")
-    p.add_argument("--source_language", default="english")
+    add_translation_source_options(p)  # --source_language, --hf_split, --text_field
     p.add_argument("--model", help="hub name or local folder, e.g. facebook/nllb-200-distilled-600M")
     p.add_argument("--model_family", choices=MODEL_FAMILIES,
                    help="how the model names languages (default: read from the model and its tokenizer)")

@@ -31,6 +31,14 @@ def rename_deprecated_options(argv, renamed_options):
     return renamed
 
 
+def add_translation_source_options(parser):
+    """The options of a translation run that say what is translated, shared by make_requests.py translate and
+    translate_local.py: --source_language, and the split and field of the input records."""
+    parser.add_argument("--source_language", default="english")
+    parser.add_argument("--hf_split", default="train", help="split of the Hugging Face dataset")
+    parser.add_argument("--text_field", help="field holding the text (default: 'story', else 'text')")
+
+
 def add_init_from(parser, help_text, required=True):
     """--init_from for one or more checkpoints (run folders, .pt files, hf:OWNER/REPO/FILE.pt), the name train.py,
     sample.py and serve.py use; checkpoints given as positional arguments, the older spelling, still work."""

@@ -3,16 +3,22 @@ What a training script shares with the others written in its shape (train.py, di
 Each script keeps its own settings and its own loop; from here it takes
 
   settings    check_settings (ranges, device), resume_settings (a resumed run keeps its own settings),
-              fine_tune_settings (a model initialised from a checkpoint keeps its architecture)
+              fine_tune_settings (a model initialised from a checkpoint keeps its architecture), starting_point
+              (the settings and checkpoint a run starts from), accumulation_steps (micro-batches per rank)
   data        open_dataset (meta.json and .bin checks), BatchSampler (seeded random windows of a split)
-  training    learning_rate_at (cosine / wsd / constant), make_optimizer (AdamW with weight decay on matrices
-              only, or Muon on the blocks' matrices with AdamW on the rest)
+  training    new_model (a GPT from the settings), learning_rate_at (cosine / wsd / constant), make_optimizer
+              (AdamW with weight decay on matrices only, or Muon on the blocks' matrices with AdamW on the rest)
   evaluation  evaluate: the mean loss of each split on fixed batches, with perplexity and bits per byte
+  the loop    the steps each script's loop takes in the same way: record_evaluation (log it, early stopping, which
+              checkpoints to write), elapsed_seconds (the rank-slowest clock), stop_reason, checkpoints_to_write,
+              set_learning_rate, optimizer_step (clip, scaler step), stop_diverged, tokens_per_second
   state       TrainState, the run's counters and decisions, saved whole in every checkpoint (save_checkpoint)
               and restored whole with the optimizer, RNG and data-generator states (resume_state)
-  output      prepare_out_dir (stale temp files), RunLog (log.jsonl + wandb), write_summary (summary.json, loss.png)
+  output      prepare_out_dir (stale temp files), RunLog (log.jsonl + wandb), open_run_log (both), write_summary
+              (summary.json, loss.png), report_signal_stop (the line that says how to resume), sha256_of_files
   stopping    StopSignals: SIGINT / SIGTERM end the loop after the current iteration, so it can save first
 """
+import hashlib
 import json
 import math
 import os
@@ -20,6 +26,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -41,6 +48,7 @@ from regional_tinystories.files import (
     write_json_atomic,
     write_jsonl_atomic,
 )
+from regional_tinystories.model import GPT, ModelConfig
 from regional_tinystories.plots import plot_loss_curves
 
 # ----------------------------------------------------------------------------- settings
@@ -132,6 +140,30 @@ def fine_tune_settings(ckpt, settings, given):
     return settings
 
 
+def starting_point(given, defaults, choices=None, types=None):
+    """(settings, checkpoint or None, resume changes) of a run given these settings: init_from='scratch' starts from
+    the defaults with the given ones applied; 'resume' takes the run saved in out_dir/ckpt_last.pt with what
+    resume_settings lets change ([(key, saved value, new value)]); anything else is a checkpoint to start from, whose
+    architecture the run keeps (fine_tune_settings)."""
+    settings = {**defaults, **given}
+    if settings["init_from"] == "resume":
+        ckpt = checkpoint.load(os.path.join(settings["out_dir"], "ckpt_last.pt"))
+        settings, changes = resume_settings(ckpt, given, defaults, choices, types)
+        return settings, ckpt, changes
+    if settings["init_from"] != "scratch":
+        ckpt = checkpoint.load(settings["init_from"], default_name="ckpt_last.pt", tokenizer=settings["tokenizer"])
+        return fine_tune_settings(ckpt, settings, given), ckpt, []
+    return settings, None, []
+
+
+def accumulation_steps(cfg, world_size):
+    """Micro-batches per optimizer step on each rank: gradient_accumulation_steps is the total across the ranks."""
+    if cfg.gradient_accumulation_steps % world_size:
+        raise InputError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
+                         f"the {world_size} ranks")
+    return max(1, cfg.gradient_accumulation_steps // world_size)
+
+
 # ----------------------------------------------------------------------------- data
 
 def open_dataset(data_dir, splits=("train", "val")):
@@ -200,6 +232,13 @@ class BatchSampler:
 
 
 # ----------------------------------------------------------------------------- training and evaluation
+
+def new_model(cfg, vocab_size):
+    """A freshly initialised GPT of the settings' architecture (init_from='scratch')."""
+    return GPT(ModelConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                           n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, recipe=cfg.recipe,
+                           qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
+
 
 def learning_rate_at(it, cfg):
     if it < cfg.warmup_iters:
@@ -363,6 +402,102 @@ def evaluate(model, samplers, meta, eval_iters, seed, ctx, device):
             "val_bpb": bits_per_byte(losses["val"], meta, "val", samplers["val"].story_only)}
 
 
+# ----------------------------------------------------------------------------- the steps of a training loop
+
+def record_evaluation(result, state, cfg, run_log, t_start, say):
+    """Say and log evaluate()'s result at state.iter_num, and act on it: a non-finite loss stops the run (a diverged
+    model is never checkpointed); else the best validation loss and the early-stopping count are updated, and the
+    checkpoint files to write are returned: ckpt_last.pt (at every evaluation with always_save_checkpoint, else on
+    improvement), then ckpt_best.pt on improvement; none at iteration 0 or under eval_only."""
+    state.last_eval_iter, state.val_loss, state.val_bpb = state.iter_num, result["val_loss"], result["val_bpb"]
+    say(f"eval {state.iter_num}: train {result['train_loss']:.4f}, val {result['val_loss']:.4f}, "
+        f"val ppl {result['val_ppl']:.2f}, val bpb {result['val_bpb']:.4f}")
+    run_log.record({"type": "eval", "iter": state.iter_num, "tokens": state.tokens_seen, **result,
+                    "time": time.time() - t_start})
+    if not (math.isfinite(result["val_loss"]) and math.isfinite(result["train_loss"])):
+        stop_diverged(state, result["val_loss"], cfg.out_dir, say)
+        return []
+    to_save = []
+    improved = result["val_loss"] < state.best_val_loss - cfg.early_stop_min_delta
+    if improved:
+        state.best_val_loss, state.evals_without_improvement = result["val_loss"], 0
+    else:
+        state.evals_without_improvement += 1
+    if state.iter_num > 0 and not cfg.eval_only:
+        to_save = ["ckpt_last.pt"] * (cfg.always_save_checkpoint or improved) + ["ckpt_best.pt"] * improved
+    if cfg.early_stop_patience and state.evals_without_improvement >= cfg.early_stop_patience:
+        state.stop_reason = (f"early stop: no val improvement > {cfg.early_stop_min_delta} in "
+                             f"{state.evals_without_improvement} evals")
+    return to_save
+
+
+def stop_diverged(state, loss, out_dir, say):
+    """Stop the run on a non-finite loss, keeping the checkpoints it has (the model is not saved again)."""
+    state.stop_reason = "non-finite loss"
+    say(f"stopping: loss is {loss} at iteration {state.iter_num}; the last good checkpoint in {out_dir} is kept "
+        f"(lower learning_rate, or use float32)")
+
+
+def elapsed_seconds(t_start, ddp=False, device="cpu"):
+    """Seconds since t_start. ddp: the slowest rank's (every rank must call it), so that all ranks pace the schedule
+    and stop on one clock, at the same iteration."""
+    elapsed = time.time() - t_start
+    if ddp:
+        clock = torch.tensor([elapsed], device=device)
+        torch.distributed.all_reduce(clock, op=torch.distributed.ReduceOp.MAX)
+        elapsed = clock.item()
+    return elapsed
+
+
+def stop_reason(state, cfg, signal_name, out_of_time=False):
+    """Why the run stops at this iteration, or None: the reason decided already (a non-finite loss, early stopping),
+    else, in this order, a stop signal (SIGINT / SIGTERM), eval_only, max_iters, the time budget (max_seconds)."""
+    if state.stop_reason is not None:
+        return state.stop_reason
+    if signal_name:
+        return signal_name
+    if cfg.eval_only:
+        return "eval_only"
+    if state.iter_num >= cfg.max_iters:
+        return "max_iters"
+    if out_of_time:
+        return f"max_seconds ({cfg.max_seconds:g} s)"
+    return None
+
+
+def checkpoints_to_write(names, state, cfg):
+    """The checkpoint files to write before the loop goes on or stops: names (what the evaluation asked for), with
+    ckpt_last.pt first when a signal stops the run, so that it can resume from where it stopped (unless nothing was
+    trained yet, or under eval_only)."""
+    if (state.stop_reason in SIGNAL_STOPS and state.iter_num > 0 and not cfg.eval_only
+            and "ckpt_last.pt" not in names):
+        return ["ckpt_last.pt", *names]
+    return names
+
+
+def set_learning_rate(optimizer, lr):
+    """Set each parameter group's learning rate: lr times the group's lr_scale (Muon's matrices run at
+    muon_lr / learning_rate times the schedule)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def optimizer_step(model, optimizer, scaler, grad_clip):
+    """One optimizer step on the accumulated gradients: clipped to a global norm of grad_clip first (0: not
+    clipped; unscaled first under float16), stepped through the GradScaler, then zeroed."""
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def tokens_per_second(tokens_seen, tokens_at_last, t_last):
+    """The rate since the last log record (taken at t_last, with tokens_at_last tokens seen)."""
+    return (tokens_seen - tokens_at_last) / max(time.time() - t_last, 1e-9)
+
+
 # ----------------------------------------------------------------------------- run state and checkpoints
 
 @dataclass
@@ -510,6 +645,15 @@ def start_wandb(config, out_dir, say):
         return None
 
 
+def open_run_log(cfg, settings, state, enabled, say):
+    """The run's RunLog (log.jsonl, wandb) in out_dir, prepared first (prepare_out_dir); a resumed run keeps the
+    records up to state.iter_num. enabled=False (ranks other than 0, eval_only) writes nothing."""
+    if enabled:
+        prepare_out_dir(cfg.out_dir, say)
+    return RunLog(cfg.out_dir, state.iter_num if cfg.init_from == "resume" else None, settings, enabled=enabled,
+                  say=say)
+
+
 def write_summary(cfg, meta, model, state, seconds, command=""):
     """summary.json (the run's size, data, final and best validation loss and bits per byte, time, why it stopped)
     and loss.png in cfg.out_dir; returns the summary."""
@@ -532,6 +676,27 @@ def write_summary(cfg, meta, model, state, seconds, command=""):
 def resume_command(script, out_dir, world_size=1):
     launcher = "python" if world_size == 1 else f"torchrun --standalone --nproc_per_node={world_size}"
     return f"{launcher} {script} --init_from=resume --out_dir={shlex.quote(out_dir)}"
+
+
+def report_signal_stop(state, cfg, script, world_size=1):
+    """The line on stderr of a run that a signal stopped: at which iteration, what it saved, and the command that
+    resumes it (script: the script's __file__)."""
+    saved_note = (f"saved {os.path.join(cfg.out_dir, 'ckpt_last.pt')}" if state.iter_num > 0 and not cfg.eval_only
+                  else "nothing trained, nothing saved")
+    print(f"{state.stop_reason} at iteration {state.iter_num}: {saved_note}; resume with: "
+          f"{resume_command(os.path.relpath(script), cfg.out_dir, world_size)}", file=sys.stderr)
+
+
+def sha256_of_files(paths, prefix=b""):
+    """SHA-256 of prefix, then each file's name and contents, in the order given: what a resumed run checks a
+    model it depends on (a distillation teacher, a KL reference) by."""
+    h = hashlib.sha256(prefix)
+    for path in paths:
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- stopping on a signal
@@ -588,14 +753,16 @@ EXIT_STATUS = {"non-finite loss": 1, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 1
 
 def run_training_script(run, argv=None):
     """main() of train.py, distill.py and finetune_reward.py: run(argv, signals) with SIGINT / SIGTERM turned into a
-    saved stop (under torchrun every rank stops at the same iteration), bad input as one error line, and the exit
-    status of how the run stopped."""
+    saved stop (under torchrun every rank stops at the same iteration), bad input as one error line, the process
+    group that run joined (runtime.start_ranks) left once it returns, and the exit status of how the run stopped."""
     argv = sys.argv[1:] if argv is None else argv
     rank, _, world_size = runtime.world_info()
     try:
         with StopSignals(repeat_stops=world_size == 1, announce=rank == 0) as signals:
-            stop_reason = run(argv, signals)
+            reason = run(argv, signals)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
     except (InputError, tk.TokenizerError) as e:
         sys.exit(f"error: {e}")
-    if EXIT_STATUS.get(stop_reason):
-        sys.exit(EXIT_STATUS[stop_reason])
+    if EXIT_STATUS.get(reason):
+        sys.exit(EXIT_STATUS[reason])

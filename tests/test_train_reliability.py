@@ -343,7 +343,7 @@ def drop_weight(ckpt):
 
 
 def misshape_optimizer(ckpt):
-    ckpt["optimizer"]["state"][0]["exp_avg"] = torch.zeros(3, 3)
+    ckpt["optimizer"]["adamw"]["state"][0]["exp_avg"] = torch.zeros(3, 3)  # optimizer=muon: Muon + AdamW
 
 
 @pytest.mark.parametrize("edit, problem", [
@@ -356,7 +356,7 @@ def misshape_optimizer(ckpt):
      "weights do not match its model_args (wte.weight is 512x32, model_args give 512x64 and 14 more)"),
     (drop_weight, "weights do not match its model_args (no blocks.1.mlp.c_proj.weight)"),
     (misshape_optimizer, "optimizer exp_avg of shape (3, 3) does not fit a parameter of shape (512, 32)"),
-    (lambda c: c["optimizer"]["param_groups"].pop(),
+    (lambda c: c["optimizer"]["adamw"]["param_groups"].pop(),
      "its optimizer state does not fit the model (ValueError: loaded state dict has a different number of "
      "parameter groups)"),
 ])

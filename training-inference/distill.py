@@ -21,12 +21,10 @@ Everything else is train.py: the same settings (plus the ones above), the same c
 load them), log.jsonl with student CE, KD loss and val loss / bits per byte, exact resume, SIGINT / SIGTERM save
 and stop, CPU / GPU / torchrun.
 """
-import hashlib
 import json
 import math
 import os
 import shlex
-import sys
 import time
 from contextlib import nullcontext
 from types import SimpleNamespace
@@ -42,24 +40,32 @@ from regional_tinystories.config import ConfigError, parse_settings
 from regional_tinystories.dataset import bits_per_byte
 from regional_tinystories.errors import InputError, one_line
 from regional_tinystories.files import write_json_atomic
-from regional_tinystories.model import GPT, ModelConfig
 from regional_tinystories.training import (
     SIGNAL_STOPS,
     BatchSampler,
-    RunLog,
     TrainState,
+    accumulation_steps,
     check_settings,
+    checkpoints_to_write,
+    elapsed_seconds,
     evaluate,
-    fine_tune_settings,
     learning_rate_at,
     make_optimizer,
+    new_model,
     open_dataset,
-    prepare_out_dir,
-    resume_command,
-    resume_settings,
+    open_run_log,
+    optimizer_step,
+    record_evaluation,
+    report_signal_stop,
     resume_state,
     run_training_script,
     save_checkpoint,
+    set_learning_rate,
+    sha256_of_files,
+    starting_point,
+    stop_diverged,
+    stop_reason,
+    tokens_per_second,
     write_summary,
 )
 
@@ -104,8 +110,8 @@ DEFAULTS = dict(
     bias=False,
     qk_norm=False,
     tie_weights=True,
-    # optimizer: 'adamw' or 'muon', as in train.py
-    optimizer="adamw",
+    # optimizer: 'muon' or 'adamw', as in train.py
+    optimizer="muon",
     learning_rate=1e-3,
     muon_lr=0.02,
     muon_momentum=0.95,
@@ -213,25 +219,15 @@ def transformers_dir(source):
         raise InputError(f"teacher {source}: not a local folder, and the hub download failed ({one_line(e)})") from None
 
 
-def file_sha256(paths):
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(os.path.basename(path).encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def locate_teacher(source, kind):
     """(the local file or folder, the SHA-256 of the teacher's files): what resume and the cache check it by."""
     if kind == "checkpoint":
         path = checkpoint.resolve(source)  # a run folder: its ckpt_best.pt
-        return path, file_sha256([path])
+        return path, sha256_of_files([path])
     folder = transformers_dir(source)
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                    if f.endswith((".json", ".safetensors", ".bin", ".model")))
-    return folder, file_sha256(files)
+    return folder, sha256_of_files(files)
 
 
 def load_teacher(source, kind, location, meta, tokenizer, data_dir, block_size, device, dtype, teacher_tokenizer=""):
@@ -389,16 +385,9 @@ def distill(argv, signals):
 
     # ------------------------------------------------------------------ settings
     given = parse_settings(DEFAULTS, argv, CHOICES, __doc__, TYPES)
-    settings = {**DEFAULTS, **given}
-    ckpt = None
-    if settings["init_from"] == "resume":
-        ckpt = checkpoint.load(os.path.join(settings["out_dir"], "ckpt_last.pt"))
-        settings, changes = resume_settings(ckpt, given, DEFAULTS, CHOICES, TYPES)
-        for key, old, new in changes:
-            say(f"resume: {key} {old!r} -> {new!r}")
-    elif settings["init_from"] != "scratch":
-        ckpt = checkpoint.load(settings["init_from"], default_name="ckpt_last.pt", tokenizer=settings["tokenizer"])
-        settings = fine_tune_settings(ckpt, settings, given)
+    settings, ckpt, changes = starting_point(given, DEFAULTS, CHOICES, TYPES)  # ckpt: the student's, None from scratch
+    for key, old, new in changes:
+        say(f"resume: {key} {old!r} -> {new!r}")
     check_settings(settings)
     check_distill_settings(settings)
     if not settings["teacher"]:
@@ -410,10 +399,7 @@ def distill(argv, signals):
     # ------------------------------------------------------------------ system
     ddp = world_size > 1
     device = runtime.start_ranks(runtime.pick_device(cfg.device), local_rank, world_size)
-    if cfg.gradient_accumulation_steps % world_size:
-        raise InputError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
-                         f"the {world_size} ranks")
-    accum_steps = max(1, cfg.gradient_accumulation_steps // world_size)
+    accum_steps = accumulation_steps(cfg, world_size)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)
     runtime.seed_everything(cfg.seed)
@@ -461,9 +447,7 @@ def distill(argv, signals):
 
     # ------------------------------------------------------------------ the student
     if ckpt is None:
-        model = GPT(ModelConfig(vocab_size=meta["vocab_size"], block_size=cfg.block_size, n_layer=cfg.n_layer,
-                                n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-                                recipe=cfg.recipe, qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
+        model = new_model(cfg, meta["vocab_size"])
     else:
         model = checkpoint.build_model(ckpt, dropout=cfg.dropout)
         recorded = ckpt.get("tokenizer", {}).get("sha256")
@@ -489,10 +473,7 @@ def distill(argv, signals):
 
     # ------------------------------------------------------------------ output folder and log
     writes = master and not cfg.eval_only
-    if writes:
-        prepare_out_dir(cfg.out_dir, say)
-    run_log = RunLog(cfg.out_dir, state.iter_num if cfg.init_from == "resume" else None, settings,
-                     enabled=writes, say=say)
+    run_log = open_run_log(cfg, settings, state, enabled=writes, say=say)
     checkpoint_parts = dict(model=raw_model, optimizer=optimizer, scaler=scaler, state=state, config=settings,
                             meta=meta, tokenizer=tk.export(tokenizer), data_generator=train_batches.generator, ddp=ddp,
                             extra={"teacher_sha256": teacher_sha})
@@ -509,46 +490,15 @@ def distill(argv, signals):
     while True:
         to_save = []
 
-        out_of_time = cfg.max_seconds > 0 and time.time() - t_start >= cfg.max_seconds
-        if ddp and cfg.max_seconds > 0:  # every rank stops at the same iteration
-            flag = torch.tensor([float(out_of_time)], device=device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
+        # the time budget by the rank-slowest clock, so that every rank stops at the same iteration
+        out_of_time = cfg.max_seconds > 0 and elapsed_seconds(t_start, ddp, device) >= cfg.max_seconds
         due = state.iter_num % cfg.eval_interval == 0 or state.iter_num >= cfg.max_iters or out_of_time
         if cfg.eval_only or (due and state.last_eval_iter != state.iter_num):
             result = evaluate(model, eval_batches, meta, cfg.eval_iters, cfg.seed, ctx, device)
-            state.last_eval_iter, state.val_loss, state.val_bpb = state.iter_num, result["val_loss"], result["val_bpb"]
-            say(f"eval {state.iter_num}: train {result['train_loss']:.4f}, val {result['val_loss']:.4f}, "
-                f"val ppl {result['val_ppl']:.2f}, val bpb {result['val_bpb']:.4f}")
-            run_log.record({"type": "eval", "iter": state.iter_num, "tokens": state.tokens_seen, **result,
-                            "time": time.time() - t_start})
-            if not (math.isfinite(result["val_loss"]) and math.isfinite(result["train_loss"])):
-                state.stop_reason = "non-finite loss"
-                say(f"stopping: loss is {result['val_loss']} at iteration {state.iter_num}; the last good "
-                    f"checkpoint in {cfg.out_dir} is kept (lower learning_rate, or use float32)")
-            else:
-                improved = result["val_loss"] < state.best_val_loss - cfg.early_stop_min_delta
-                if improved:
-                    state.best_val_loss, state.evals_without_improvement = result["val_loss"], 0
-                else:
-                    state.evals_without_improvement += 1
-                if state.iter_num > 0 and not cfg.eval_only:
-                    to_save = ["ckpt_last.pt"] * (cfg.always_save_checkpoint or improved) + ["ckpt_best.pt"] * improved
-                if cfg.early_stop_patience and state.evals_without_improvement >= cfg.early_stop_patience:
-                    state.stop_reason = (f"early stop: no val improvement > {cfg.early_stop_min_delta} in "
-                                         f"{state.evals_without_improvement} evals")
+            to_save = record_evaluation(result, state, cfg, run_log, t_start, say)
 
-        signal_name = signals.requested(ddp, device)
-        if signal_name and state.stop_reason is None:
-            state.stop_reason = signal_name
-            if state.iter_num > 0 and not cfg.eval_only and "ckpt_last.pt" not in to_save:
-                to_save.insert(0, "ckpt_last.pt")
-        if state.stop_reason is None and cfg.eval_only:
-            state.stop_reason = "eval_only"
-        if state.stop_reason is None and state.iter_num >= cfg.max_iters:
-            state.stop_reason = "max_iters"
-        if state.stop_reason is None and out_of_time:
-            state.stop_reason = f"max_seconds ({cfg.max_seconds:g} s)"
+        state.stop_reason = stop_reason(state, cfg, signals.requested(ddp, device), out_of_time)
+        to_save = checkpoints_to_write(to_save, state, cfg)  # a signal saves ckpt_last.pt too
         if to_save:
             save_checkpoint(cfg.out_dir, to_save, **checkpoint_parts)
         if state.stop_reason is not None:
@@ -558,8 +508,7 @@ def distill(argv, signals):
         lr = learning_rate_at(state.iter_num, cfg)
         alpha = scheduled(cfg.alpha, cfg.alpha_end, state.iter_num, cfg.max_iters)
         temperature = scheduled(cfg.temperature, cfg.temperature_end, state.iter_num, cfg.max_iters)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices run at muon_lr / learning_rate times
+        set_learning_rate(optimizer, lr)
         loss_sum = ce_sum = kd_sum = 0.0
         for micro in range(accum_steps):
             if teacher_logits is None:  # from the cache
@@ -580,23 +529,15 @@ def distill(argv, signals):
             ce_sum += ce.item() / accum_steps
             kd_sum += kd.item() / accum_steps
         if not math.isfinite(loss_sum):
-            state.stop_reason = "non-finite loss"
-            say(f"stopping: loss is {loss_sum} at iteration {state.iter_num}; the last good checkpoint in "
-                f"{cfg.out_dir} is kept (lower learning_rate, or use float32)")
+            stop_diverged(state, loss_sum, cfg.out_dir, say)
             break
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, optimizer, scaler, cfg.grad_clip)
         state.iter_num += 1
         state.tokens_seen += tokens_per_iter
         bar.update(1)
 
         if state.iter_num % cfg.log_interval == 0 or state.iter_num == cfg.max_iters:
-            dt = time.time() - t_last
-            tok_per_s = (state.tokens_seen - tokens_at_last) / max(dt, 1e-9)
+            tok_per_s = tokens_per_second(state.tokens_seen, tokens_at_last, t_last)
             run_log.record({"type": "train", "iter": state.iter_num, "tokens": state.tokens_seen, "loss": loss_sum,
                             "ce": ce_sum, "kd": kd_sum, "alpha": alpha, "temperature": temperature, "lr": lr,
                             "tokens_per_s": tok_per_s})
@@ -608,19 +549,14 @@ def distill(argv, signals):
     elapsed = time.time() - t_start
     run_log.close()
     if state.stop_reason in SIGNAL_STOPS and master:
-        saved_note = (f"saved {os.path.join(cfg.out_dir, 'ckpt_last.pt')}" if state.iter_num > 0 and not cfg.eval_only
-                      else "nothing trained, nothing saved")
-        print(f"{state.stop_reason} at iteration {state.iter_num}: {saved_note}; resume with: "
-              f"{resume_command(os.path.relpath(__file__), cfg.out_dir, world_size)}", file=sys.stderr)
+        report_signal_stop(state, cfg, __file__, world_size)
     elif writes:
         command = shlex.join(["python", "training-inference/distill.py", *argv])
         summary = write_summary(cfg, meta, raw_model, state, elapsed, command=command)
         val = "no eval" if state.val_loss is None else f"val loss {state.val_loss:.4f} (bpb {state.val_bpb:.4f})"
         say(f"done ({state.stop_reason}): {state.iter_num} iters, {state.tokens_seen:,} tokens in {elapsed:.0f}s, "
             f"{val}, {summary['params'] / 1e6:.2f}M params -> {cfg.out_dir}/")
-    if ddp:
-        torch.distributed.destroy_process_group()
-    return state.stop_reason
+    return state.stop_reason  # main() then leaves the process group under torchrun
 
 
 def main(argv=None):

@@ -23,11 +23,9 @@ distinct-2, length (and val loss / bits per byte on the model's dataset when its
 stories. Checkpoints are train.py's (ckpt_last.pt every eval, ckpt_best.pt at the highest eval reward), loadable by
 sample.py and serve.py; init_from='resume' continues exactly; SIGINT / SIGTERM save and stop.
 """
-import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -48,19 +46,24 @@ from regional_tinystories.training import (
     RESUME_MAY_CHANGE,
     SIGNAL_STOPS,
     BatchSampler,
-    RunLog,
     check_settings,
+    checkpoints_to_write,
     evaluate,
     learning_rate_at,
     log_records_until,
     make_optimizer,
     open_dataset,
-    prepare_out_dir,
-    resume_command,
+    open_run_log,
+    optimizer_step,
+    report_signal_stop,
     resume_settings,
     resume_state,
     run_training_script,
     save_checkpoint,
+    set_learning_rate,
+    sha256_of_files,
+    stop_diverged,
+    stop_reason,
 )
 
 DEFAULTS = dict(
@@ -163,19 +166,11 @@ def check_reward_settings(settings):
 
 
 def fingerprint(source):
-    """SHA-256 of a checkpoint file, or of the files of a model folder (a name such as gpt2: of the name)."""
-    h = hashlib.sha256()
+    """SHA-256 of a checkpoint file (and its path), or of the files of a model folder (a name such as gpt2: of the
+    name)."""
     if os.path.isdir(source):
-        paths = sorted(os.path.join(source, f) for f in os.listdir(source))
-    else:
-        paths = [source] if os.path.isfile(source) else []
-        h.update(source.encode())
-    for path in paths:
-        h.update(os.path.basename(path).encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+        return sha256_of_files(sorted(os.path.join(source, f) for f in os.listdir(source)))
+    return sha256_of_files([source] if os.path.isfile(source) else [], prefix=source.encode())
 
 
 def load_prompts(path, field, prompt_words):
@@ -377,10 +372,7 @@ def finetune(argv, signals):
 
     # ------------------------------------------------------------------ output folder and log
     writes = master and not cfg.eval_only
-    if writes:
-        prepare_out_dir(cfg.out_dir, say)
-    run_log = RunLog(cfg.out_dir, state.iter_num if cfg.init_from == "resume" else None, settings,
-                     enabled=writes, say=say)
+    run_log = open_run_log(cfg, settings, state, enabled=writes, say=say)
     checkpoint_parts = dict(model=raw_model, optimizer=optimizer, scaler=scaler, state=state, config=settings,
                             meta=meta, tokenizer=tk.export(tokenizer), data_generator=prompt_picker, ddp=ddp,
                             extra={"reference_sha256": reference_sha})
@@ -449,15 +441,8 @@ def finetune(argv, signals):
             if state.iter_num > 0 and not cfg.eval_only:
                 to_save = ["ckpt_last.pt"] * (cfg.always_save_checkpoint or improved) + ["ckpt_best.pt"] * improved
 
-        signal_name = signals.requested(ddp, device)
-        if signal_name and state.stop_reason is None:
-            state.stop_reason = signal_name
-            if state.iter_num > 0 and not cfg.eval_only and "ckpt_last.pt" not in to_save:
-                to_save.insert(0, "ckpt_last.pt")
-        if state.stop_reason is None and cfg.eval_only:
-            state.stop_reason = "eval_only"
-        if state.stop_reason is None and state.iter_num >= cfg.max_iters:
-            state.stop_reason = "max_iters"
+        state.stop_reason = stop_reason(state, cfg, signals.requested(ddp, device))  # no time budget here
+        to_save = checkpoints_to_write(to_save, state, cfg)  # a signal saves ckpt_last.pt too
         if to_save:
             save_checkpoint(cfg.out_dir, to_save, **checkpoint_parts)
         if state.stop_reason is not None:
@@ -465,8 +450,7 @@ def finetune(argv, signals):
 
         # sample and score a batch, then ppo_epochs optimizer steps on it
         lr = learning_rate_at(state.iter_num, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, lr)
         picks = torch.randint(len(train_set), (cfg.batch_size,), generator=prompt_picker)
         ids, real, tokens, keep, reward, _, _ = score([train_set[i] for i in picks.tolist()])
         batch_mean = reward.mean().item()
@@ -494,16 +478,9 @@ def finetune(argv, signals):
             if not math.isfinite(loss.item()):
                 break
             scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scaler, cfg.grad_clip)
         if not math.isfinite(loss.item()):
-            state.stop_reason = "non-finite loss"
-            say(f"stopping: loss is {loss.item()} at iteration {state.iter_num}; the last good checkpoint in "
-                f"{cfg.out_dir} is kept (lower learning_rate, or use float32)")
+            stop_diverged(state, loss.item(), cfg.out_dir, say)
             break
         state.iter_num += 1
         state.samples_seen += cfg.batch_size * world_size
@@ -527,10 +504,7 @@ def finetune(argv, signals):
     elapsed = time.time() - t_start
     run_log.close()
     if state.stop_reason in SIGNAL_STOPS and master:
-        saved_note = (f"saved {os.path.join(cfg.out_dir, 'ckpt_last.pt')}" if state.iter_num > 0 and not cfg.eval_only
-                      else "nothing trained, nothing saved")
-        print(f"{state.stop_reason} at iteration {state.iter_num}: {saved_note}; resume with: "
-              f"{resume_command(os.path.relpath(__file__), cfg.out_dir, world_size)}", file=sys.stderr)
+        report_signal_stop(state, cfg, __file__, world_size)
     elif writes:
         evals = [r for r in log_records_until(os.path.join(cfg.out_dir, "log.jsonl"), state.iter_num)
                  if r.get("type") == "reward_eval"]
@@ -545,9 +519,7 @@ def finetune(argv, signals):
         say(f"done ({state.stop_reason}): {state.iter_num} iters, {state.samples_seen:,} samples in {elapsed:.0f}s; "
             f"eval reward {first['reward']:.4f} -> {last['reward']:.4f}, KL {last['kl']:.4f}/token, distinct-2 "
             f"{first['distinct_2']:.3f} -> {last['distinct_2']:.3f} -> {cfg.out_dir}/")
-    if ddp:
-        torch.distributed.destroy_process_group()
-    return state.stop_reason
+    return state.stop_reason  # main() then leaves the process group under torchrun
 
 
 def main(argv=None):

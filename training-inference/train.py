@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shlex
-import sys
 import time
 from contextlib import nullcontext
 from types import SimpleNamespace
@@ -26,25 +25,31 @@ from tqdm import tqdm
 from regional_tinystories import checkpoint, runtime
 from regional_tinystories import tokenizer as tk
 from regional_tinystories.config import parse_settings
-from regional_tinystories.errors import InputError
-from regional_tinystories.model import GPT, ModelConfig
 from regional_tinystories.training import (
     SIGNAL_STOPS,
     BatchSampler,
-    RunLog,
     TrainState,
+    accumulation_steps,
     check_settings,
+    checkpoints_to_write,
+    elapsed_seconds,
     evaluate,
-    fine_tune_settings,
     learning_rate_at,
     make_optimizer,
+    new_model,
     open_dataset,
-    prepare_out_dir,
-    resume_command,
-    resume_settings,
+    open_run_log,
+    optimizer_step,
+    record_evaluation,
+    report_signal_stop,
     resume_state,
     run_training_script,
     save_checkpoint,
+    set_learning_rate,
+    starting_point,
+    stop_diverged,
+    stop_reason,
+    tokens_per_second,
     write_summary,
 )
 
@@ -79,10 +84,11 @@ DEFAULTS = dict(
     bias=False,
     qk_norm=False,
     tie_weights=True,
-    # optimizer: 'adamw' (weight decay on 2-D weights only), or 'muon': Muon on the blocks' weight matrices, AdamW
-    # (at learning_rate) on the embedding/head, norms and biases
-    optimizer="adamw",
-    learning_rate=1e-3,
+    # optimizer: 'muon' (Muon on the blocks' weight matrices, AdamW at learning_rate on the embedding/head, norms
+    # and biases: lower val bpb at a fixed CPU time, see scripts/bench_quality.py), or 'adamw' (AdamW on everything,
+    # weight decay on 2-D weights only)
+    optimizer="muon",
+    learning_rate=1e-3,            # AdamW's peak learning rate (with muon, the embedding's: it suits a higher one)
     muon_lr=0.02,                  # Muon's peak learning rate; the schedule scales it as it scales learning_rate
     muon_momentum=0.95,
     max_iters=2000,
@@ -122,19 +128,12 @@ def train(argv, signals):
     # ------------------------------------------------------------------ settings
     # defaults < config files < --key=value; a resumed run takes its own saved settings instead
     given = parse_settings(DEFAULTS, argv, CHOICES, __doc__, TYPES)
-    settings = {**DEFAULTS, **given}
-    ckpt = None
-    if settings["init_from"] == "resume":
-        ckpt = checkpoint.load(os.path.join(settings["out_dir"], "ckpt_last.pt"))
-        settings, changes = resume_settings(ckpt, given, DEFAULTS, CHOICES, TYPES)
-        for key, old, new in changes:
-            note = ""
-            if key == "max_iters" and settings["lr_decay_iters"] is None and settings["lr_schedule"] != "constant":
-                note = f" (lr_decay_iters is unset, so the learning-rate schedule now ends at {new})"
-            say(f"resume: {key} {old!r} -> {new!r}{note}")
-    elif settings["init_from"] != "scratch":
-        ckpt = checkpoint.load(settings["init_from"], default_name="ckpt_last.pt", tokenizer=settings["tokenizer"])
-        settings = fine_tune_settings(ckpt, settings, given)
+    settings, ckpt, changes = starting_point(given, DEFAULTS, CHOICES, TYPES)  # ckpt: None from scratch
+    for key, old, new in changes:  # what a resumed run changes
+        note = ""
+        if key == "max_iters" and settings["lr_decay_iters"] is None and settings["lr_schedule"] != "constant":
+            note = f" (lr_decay_iters is unset, so the learning-rate schedule now ends at {new})"
+        say(f"resume: {key} {old!r} -> {new!r}{note}")
     check_settings(settings)
     cfg = SimpleNamespace(**settings)
     say("config: " + json.dumps(settings))
@@ -142,10 +141,7 @@ def train(argv, signals):
     # ------------------------------------------------------------------ system
     ddp = world_size > 1
     device = runtime.start_ranks(runtime.pick_device(cfg.device), local_rank, world_size)
-    if cfg.gradient_accumulation_steps % world_size:
-        raise InputError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
-                         f"the {world_size} ranks")
-    accum_steps = max(1, cfg.gradient_accumulation_steps // world_size)
+    accum_steps = accumulation_steps(cfg, world_size)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)
     runtime.seed_everything(cfg.seed)
@@ -163,9 +159,7 @@ def train(argv, signals):
 
     # ------------------------------------------------------------------ model
     if ckpt is None:
-        model = GPT(ModelConfig(vocab_size=meta["vocab_size"], block_size=cfg.block_size, n_layer=cfg.n_layer,
-                                n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-                                recipe=cfg.recipe, qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
+        model = new_model(cfg, meta["vocab_size"])
     else:
         model = checkpoint.build_model(ckpt, dropout=cfg.dropout)
         recorded = ckpt.get("tokenizer", {}).get("sha256")
@@ -199,10 +193,7 @@ def train(argv, signals):
 
     # ------------------------------------------------------------------ output folder and log
     writes = master and not cfg.eval_only
-    if writes:
-        prepare_out_dir(cfg.out_dir, say)
-    run_log = RunLog(cfg.out_dir, state.iter_num if cfg.init_from == "resume" else None, settings,
-                     enabled=writes, say=say)
+    run_log = open_run_log(cfg, settings, state, enabled=writes, say=say)
     checkpoint_parts = dict(model=raw_model, optimizer=optimizer, scaler=scaler, state=state, config=settings,
                             meta=meta, tokenizer=tk.export(tokenizer), data_generator=train_batches.generator, ddp=ddp)
     flops_per_token = raw_model.flops_per_token()
@@ -216,48 +207,18 @@ def train(argv, signals):
         to_save = []  # checkpoint files to write at this iteration, ckpt_last.pt first
 
         # evaluate every eval_interval iterations and at the end, once per iteration (a resumed run has
-        # evaluated the iteration it starts from already)
-        elapsed = time.time() - t_start
-        if ddp and cfg.max_seconds > 0:  # every rank uses rank-slowest time: same schedule, same stopping iteration
-            clock = torch.tensor([elapsed], device=device)
-            torch.distributed.all_reduce(clock, op=torch.distributed.ReduceOp.MAX)
-            elapsed = clock.item()
+        # evaluated the iteration it starts from already); under a time budget every rank uses the rank-slowest
+        # clock: same schedule, same stopping iteration
+        elapsed = elapsed_seconds(t_start, ddp and cfg.max_seconds > 0, device)
         out_of_time = cfg.max_seconds > 0 and elapsed >= cfg.max_seconds
         due = state.iter_num % cfg.eval_interval == 0 or state.iter_num >= cfg.max_iters or out_of_time
         if cfg.eval_only or (due and state.last_eval_iter != state.iter_num):
             result = evaluate(model, eval_batches, meta, cfg.eval_iters, cfg.seed, ctx, device)
-            state.last_eval_iter, state.val_loss, state.val_bpb = state.iter_num, result["val_loss"], result["val_bpb"]
-            say(f"eval {state.iter_num}: train {result['train_loss']:.4f}, val {result['val_loss']:.4f}, "
-                f"val ppl {result['val_ppl']:.2f}, val bpb {result['val_bpb']:.4f}")
-            run_log.record({"type": "eval", "iter": state.iter_num, "tokens": state.tokens_seen, **result,
-                            "time": time.time() - t_start})
-            if not (math.isfinite(result["val_loss"]) and math.isfinite(result["train_loss"])):
-                state.stop_reason = "non-finite loss"  # a diverged model is never checkpointed
-                say(f"stopping: loss is {result['val_loss']} at iteration {state.iter_num}; the last good "
-                    f"checkpoint in {cfg.out_dir} is kept (lower learning_rate, or use float32)")
-            else:
-                improved = result["val_loss"] < state.best_val_loss - cfg.early_stop_min_delta
-                if improved:
-                    state.best_val_loss, state.evals_without_improvement = result["val_loss"], 0
-                else:
-                    state.evals_without_improvement += 1
-                if state.iter_num > 0 and not cfg.eval_only:
-                    to_save = ["ckpt_last.pt"] * (cfg.always_save_checkpoint or improved) + ["ckpt_best.pt"] * improved
-                if cfg.early_stop_patience and state.evals_without_improvement >= cfg.early_stop_patience:
-                    state.stop_reason = (f"early stop: no val improvement > {cfg.early_stop_min_delta} in "
-                                         f"{state.evals_without_improvement} evals")
+            to_save = record_evaluation(result, state, cfg, run_log, t_start, say)  # a non-finite loss: stop, no save
 
-        signal_name = signals.requested(ddp, device)  # SIGINT / SIGTERM: save and stop
-        if signal_name and state.stop_reason is None:
-            state.stop_reason = signal_name
-            if state.iter_num > 0 and not cfg.eval_only and "ckpt_last.pt" not in to_save:
-                to_save.insert(0, "ckpt_last.pt")
-        if state.stop_reason is None and cfg.eval_only:
-            state.stop_reason = "eval_only"
-        if state.stop_reason is None and state.iter_num >= cfg.max_iters:
-            state.stop_reason = "max_iters"
-        if state.stop_reason is None and out_of_time:
-            state.stop_reason = f"max_seconds ({cfg.max_seconds:g} s)"
+        # stop? on SIGINT / SIGTERM (saving ckpt_last.pt), eval_only, max_iters, max_seconds
+        state.stop_reason = stop_reason(state, cfg, signals.requested(ddp, device), out_of_time)
+        to_save = checkpoints_to_write(to_save, state, cfg)
         if to_save:
             save_checkpoint(cfg.out_dir, to_save, **checkpoint_parts)
         if state.stop_reason is not None:
@@ -270,8 +231,7 @@ def train(argv, signals):
         if cfg.max_seconds > 0:
             schedule_iter = max(schedule_iter, int(elapsed / cfg.max_seconds * (cfg.lr_decay_iters or cfg.max_iters)))
         lr = learning_rate_at(schedule_iter, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices run at muon_lr / learning_rate times
+        set_learning_rate(optimizer, lr)
         loss_sum = 0.0
         for micro in range(accum_steps):
             x, y = (t.to(device, non_blocking=True) for t in train_batches.next_batch())
@@ -283,23 +243,15 @@ def train(argv, signals):
                 scaler.scale(loss).backward()
             loss_sum += loss.item()
         if not math.isfinite(loss_sum):  # stop before the step, with the model as it was
-            state.stop_reason = "non-finite loss"
-            say(f"stopping: loss is {loss_sum} at iteration {state.iter_num}; the last good checkpoint in "
-                f"{cfg.out_dir} is kept (lower learning_rate, or use float32)")
+            stop_diverged(state, loss_sum, cfg.out_dir, say)
             break
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, optimizer, scaler, cfg.grad_clip)
         state.iter_num += 1
         state.tokens_seen += tokens_per_iter
         bar.update(1)
 
         if state.iter_num % cfg.log_interval == 0 or state.iter_num == cfg.max_iters:
-            dt = time.time() - t_last
-            tok_per_s = (state.tokens_seen - tokens_at_last) / max(dt, 1e-9)
+            tok_per_s = tokens_per_second(state.tokens_seen, tokens_at_last, t_last)
             mfu = flops_per_token * tok_per_s / world_size / peak if peak else 0.0
             run_log.record({"type": "train", "iter": state.iter_num, "tokens": state.tokens_seen,
                             "loss": loss_sum, "lr": lr, "tokens_per_s": tok_per_s, "mfu": mfu})
@@ -311,10 +263,7 @@ def train(argv, signals):
     elapsed = time.time() - t_start
     run_log.close()
     if state.stop_reason in SIGNAL_STOPS and master:
-        saved_note = (f"saved {os.path.join(cfg.out_dir, 'ckpt_last.pt')}" if state.iter_num > 0 and not cfg.eval_only
-                      else "nothing trained, nothing saved")
-        print(f"{state.stop_reason} at iteration {state.iter_num}: {saved_note}; resume with: "
-              f"{resume_command(os.path.relpath(__file__), cfg.out_dir, world_size)}", file=sys.stderr)
+        report_signal_stop(state, cfg, __file__, world_size)
     elif writes:
         command = shlex.join(["python", "training-inference/train.py", *argv])
         summary = write_summary(cfg, meta, raw_model, state, elapsed, command=command)
@@ -326,9 +275,7 @@ def train(argv, signals):
         say(f"done ({state.stop_reason}): {state.iter_num} iters, {state.tokens_seen:,} tokens in {elapsed:.0f}s, "
             f"{val}, {summary['params'] / 1e6:.2f}M params -> {cfg.out_dir}/ (ckpt_best.pt, ckpt_last.pt, log.jsonl, "
             f"loss.png)")
-    if ddp:
-        torch.distributed.destroy_process_group()
-    return state.stop_reason
+    return state.stop_reason  # main() then leaves the process group under torchrun
 
 
 def main(argv=None):
