@@ -139,6 +139,7 @@ class EvaluateStories:
         self.backend = backend
         self.default_language, self.default_model = args.language, args.story_model
         self.rubric = args.rubric
+        self.failure_labels = {"rubric": self.rubric.name}  # a failed record names the rubric it was judged with
 
     def check(self, index, record):
         _require(record, "ID", "story")
@@ -223,26 +224,47 @@ def remember_key(keys, path, record):
     keys.add(record_key(record))
 
 
-def refuse_another_rubric(out_dir, rubric_name):
-    """InputError if the ratings already in out_dir were made with another rubric: resuming would skip their IDs
-    and leave one folder, and its tables, with two rubrics. A rating without "rubric" is the seed rubric's (every
-    rating written before rubrics had names). The records of one file share a rubric, so its first tells."""
+def first_records(out_dir):
+    """(path, first record) of every .jsonl file in out_dir, failed files included (not hidden ones): the records
+    of one file come from one run's settings, so its first tells what they were. Empty or torn first lines are
+    skipped (plan_shards repairs them)."""
     for name in sorted(os.listdir(out_dir)):
         path = os.path.join(out_dir, name)
-        if not name.endswith(".jsonl") or is_output_sidecar(path) or not os.path.isfile(path):
+        if not name.endswith(".jsonl") or name.startswith(".") or not os.path.isfile(path):
             continue
         with open(path, "rb") as f:
             first_line = f.readline()
         try:
             first = json.loads(first_line)
-        except ValueError:  # empty, or torn by a kill: plan_shards repairs it
+        except ValueError:
             continue
-        if not isinstance(first, dict) or "judge" not in first:  # not a rating file
-            continue
-        used = first.get("rubric") or "seed"
-        if used != rubric_name:
+        if isinstance(first, dict):
+            yield path, first
+
+
+def refuse_another_rubric(out_dir, rubric_name):
+    """InputError if the ratings already in out_dir, or its failed records, were made with another rubric: resuming
+    would skip their IDs and leave one folder, and its tables, with two rubrics. A rating without "rubric" is the
+    seed rubric's (every rating written before rubrics had names); a failed record without one is not judged."""
+    for path, first in first_records(out_dir):
+        if is_output_sidecar(path):
+            used = first.get("rubric")
+        else:
+            used = (first.get("rubric") or "seed") if "judge" in first else None
+        if used is not None and used != rubric_name:
             raise InputError(f"--out {out_dir} holds ratings made with the rubric {used!r} ({path}); this run uses "
                              f"{rubric_name!r}: write its ratings to a folder of their own")
+
+
+def refuse_mixed_summaries(out_dir, with_summary):
+    """InputError if the stories already in out_dir were generated with(out) --with_summary and this run is not:
+    one corpus would hold stories with and without summaries, and prepare.py --format=instruct would find a
+    summary for some of them only."""
+    for path, first in first_records(out_dir):
+        if "story" in first and ("summary" in first) != with_summary:
+            had, now = ("without", "with") if with_summary else ("with", "without")
+            raise InputError(f"--out {out_dir} holds stories generated {had} --with_summary ({path}); this run is "
+                             f"{now} it: write its stories to a folder of their own")
 
 
 def plan_shards(args, sources):
@@ -413,6 +435,8 @@ def main(argv=None):
         lock = lock_output_folder(args.out)
         if args.mode == "evaluate":
             refuse_another_rubric(args.out, args.rubric.name)
+        elif args.mode == "generate":
+            refuse_mixed_summaries(args.out, args.with_summary)
         shards = plan_shards(args, sources)
         backend = make_backend(args)
         mode = MODES[args.mode](args, backend)

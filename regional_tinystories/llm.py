@@ -363,9 +363,10 @@ async def run_requests(jobs, backend, mode, settings, total=None, show_progress=
                 _append(job.shard.out_path, result)
                 stats["ok"] += 1
             else:
-                failed = {"ID": job.record["ID"], "error": failure}
+                failed = {"ID": job.record["ID"]}
                 if "sample_index" in job.record:
                     failed["sample_index"] = job.record["sample_index"]
+                failed.update(getattr(mode, "failure_labels", {}), error=failure)
                 _append(job.shard.failed_path, failed)
                 stats["failed"] += 1
             progress.set_postfix(ok=stats["ok"], failed=stats["failed"], retries=stats["retries"], refresh=False)

@@ -254,6 +254,19 @@ def test_generate_with_summary_asks_for_story_and_summary_in_one_request(tmp_pat
         assert REPLY_FORMAT not in prompt and prompt.count("Reply with a JSON object") == 1
 
 
+def test_generating_with_and_without_summaries_into_one_folder_is_refused(tmp_path, server):
+    inputs = write_jsonl(tmp_path / "prompts" / "p.jsonl", prompt_records(3))
+    out = tmp_path / "stories"
+    assert run("generate", server, "--input", inputs, "--out", out, "--limit", 1) is None
+    sent = len(server.prompts)
+    message = run("generate", server, "--input", inputs, "--out", out, "--with_summary")
+    assert message == (f"error: --out {out} holds stories generated without --with_summary ({out / 'p.jsonl'}); "
+                       "this run is with it: write its stories to a folder of their own")
+    assert len(server.prompts) == sent  # nothing sent
+    assert run("generate", server, "--input", inputs, "--out", out) is None  # the same setting resumes
+    assert len(read_jsonl(out / "p.jsonl")) == 3 and all("summary" not in r for r in read_jsonl(out / "p.jsonl"))
+
+
 def test_with_summary_keeps_the_hyphenated_spelling_with_a_note(tmp_path, server):
     inputs = write_jsonl(tmp_path / "in" / "p.jsonl", prompt_records(1))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "prompting", "make_requests.py"), "generate",

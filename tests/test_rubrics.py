@@ -196,6 +196,22 @@ def test_unusable_judge_replies_become_failed_records_with_a_reason(tmp_path, se
     assert "consistency score 11 is not a number from 1 to 10" in failed["S2"]
     [rating] = read_jsonl(tmp_path / "ratings" / "s.jsonl")
     assert rating["ID"] == "S3" and rating["plot"] == 9 and "plot_sense" not in rating
+    assert {r["rubric"] for r in read_jsonl(tmp_path / "ratings" / "s.failed.jsonl")} == {"tinystories"}
+
+
+def test_a_folder_whose_only_records_failed_under_another_rubric_is_refused(tmp_path, server):
+    """Failed records name their rubric, so a folder holding nothing else still refuses another one (resuming would
+    skip their IDs)."""
+    inputs = write_jsonl(tmp_path / "in" / "s.jsonl", [sample_record(prompt=f"{OPENING} [S1]",
+                                                                     story=f"{OPENING} [S1] " + HINDI_STORY)])
+    out = tmp_path / "ratings"
+    server.script["[S1]"] = ["reply:not JSON"]
+    assert evaluate(server, "--input", inputs, "--out", out, "--rubric", "tinystories", "--retries", 0)[0] == 0
+    assert not (out / "s.jsonl").exists() and read_jsonl(out / "s.failed.jsonl")[0]["rubric"] == "tinystories"
+    returncode, stderr = evaluate(server, "--input", inputs, "--out", out, "--rubric", "seed")
+    assert returncode == 1 and stderr == (f"error: --out {out} holds ratings made with the rubric 'tinystories' "
+                                          f"({out / 's.failed.jsonl'}); this run uses 'seed': write its ratings to "
+                                          "a folder of their own\n")
 
 
 def test_parse_scores_reply_reads_a_rubrics_fields():
