@@ -99,10 +99,20 @@ def main():
         print(f"corpus: {n_docs:,} documents, {total_bytes / 1e6:.1f} MB of UTF-8 text (real text from ../shared/data)")
         with open(corpus, encoding="utf-8") as f:
             texts = [json.loads(line)["story"] for line in f]
+        # the tokenizer, trained once by prepare.py on (the train split of) every 20th story; the timed runs reuse it
+        # with --tokenizer=from:, as a user shares one tokenizer across datasets
+        sample = os.path.join(tmp, "sample.jsonl")
+        with open(sample, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"story": t}, ensure_ascii=False) + "\n" for t in texts[::20])
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "training-inference", "data", "prepare.py"),
+                               f"--input={sample}", f"--out_dir={tmp}", "--name=tok", f"--tokenizer={args.tokenizer}",
+                               "--val_fraction=0.2"],
+                              capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+        if proc.returncode:
+            sys.exit(f"error: prepare.py failed: {proc.stderr.strip().splitlines()[-1]}")
         tok_dir = os.path.join(tmp, "tok")
-        tok = tk.train_tokenizer(tk.parse_name(args.tokenizer), texts[::20], tok_dir)
-        with open(os.path.join(tok_dir, "meta.json"), "w") as f:  # lets prepare.py reuse it via from:
-            json.dump({"tokenizer": tok.spec}, f)
+        with open(os.path.join(tok_dir, "meta.json"), encoding="utf-8") as f:
+            tok = tk.load_dataset_tokenizer(json.load(f), tok_dir)
         # rounds of every measurement, interleaved, so a slow minute on a shared machine hits all of them alike
         runs = {"raw": [], **{w: [] for w in worker_counts}}
         for _ in range(args.repeats):

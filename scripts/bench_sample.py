@@ -77,12 +77,14 @@ def main():
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=args.vocab_size, block_size=1024, n_layer=args.n_layer, n_head=args.n_head,
                          n_embd=args.n_embd, recipe="modern")
-    model = quantize.prepare(GPT(config))  # as sample.py runs it: eval mode, weights in their faster memory order
+    row_major = GPT(config).eval()  # every weight as nn.Linear stores it
     with torch.no_grad():
-        model.lm_head.weight[2] = 0  # eos (id 2) scores 0: greedy decoding never picks it
+        row_major.lm_head.weight[2] = 0  # eos (id 2) scores 0: greedy decoding never picks it
+    model = quantize.prepare(copy.deepcopy(row_major))  # as sample.py runs it: weights in their faster memory order
     n, recompute_n = args.new_tokens, min(args.new_tokens, 128)  # (recomputing every window is slow)
     int8 = quantize.prepare(copy.deepcopy(model), quantize="int8")
     contenders = {"fp32, batch 1, KV cache": (model, 1, True, n), "fp32, batch 8, KV cache": (model, 8, True, n),
+                  "fp32, batch 1, KV cache, every weight row-major (no quantize.prepare)": (row_major, 1, True, n),
                   "fp32, batch 1, full recompute (nanoGPT's sample.py)": (model, 1, False, recompute_n),
                   "int8 weights, batch 1, KV cache": (int8, 1, True, n), "int8 weights, batch 8, KV cache": (int8, 8, True, n)}
     if native_bf16:
@@ -99,7 +101,7 @@ def main():
             tok = tk.train_tokenizer(tk.parse_name(f"sp-bpe:{args.vocab_size}"), texts, os.path.join(folder, "tok"))
             if tok.vocab_size != args.vocab_size:
                 raise SystemExit(f"error: could only train a {tok.vocab_size}-piece tokenizer for llama2.c")
-            convert.write_llama2c(model, tok, os.path.join(folder, "llama2c"))
+            convert.write_llama2c(row_major, tok, os.path.join(folder, "llama2c"))
             print(f"llama2.c: {args.llama2c_run} {folder}/llama2c/model.bin -z .../tokenizer.bin -t 0 "
                   f"-n {PROMPT_TOKENS + args.new_tokens} (OMP_NUM_THREADS={args.threads})")
         speeds = {name: [] for name in contenders}
