@@ -98,7 +98,7 @@ def served_model(checkpoint_path):
 @pytest.fixture(scope="module")
 def server(served_model):
     model, tokenizer = served_model
-    with running_server([serve.ModelSlot(MODEL_NAME, model, tokenizer, "cpu", "float32", "hindi")]) as running:
+    with running_server([serve.ModelSlot(MODEL_NAME, model, tokenizer, "cpu", "hindi")]) as running:
         yield running
 
 
@@ -483,7 +483,7 @@ def endless_slot(checkpoint_path):
         logits[..., tokenizer.eos_id] = float("-inf")
         return logits
     model.lm_head.register_forward_hook(no_eos)
-    return serve.ModelSlot(MODEL_NAME, model, tokenizer, "cpu", "float32")
+    return serve.ModelSlot(MODEL_NAME, model, tokenizer, "cpu")
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_story(server):
@@ -586,8 +586,8 @@ def test_two_models_side_by_side(served_model, checkpoint_path):
     other, other_tokenizer, _ = load_model(checkpoint_path)
     with torch.no_grad():
         other.lm_head.weight.mul_(-1)  # a different model with the same tokenizer
-    slots = [serve.ModelSlot("a", model, tokenizer, "cpu", "float32", "hindi"),
-             serve.ModelSlot("b", other, other_tokenizer, "cpu", "float32", "hindi")]
+    slots = [serve.ModelSlot("a", model, tokenizer, "cpu", "hindi"),
+             serve.ModelSlot("b", other, other_tokenizer, "cpu", "hindi")]
     with running_server(slots) as server:
         status, _, payload = call(server, "GET", "/v1/models")
         assert [m["id"] for m in json.loads(payload)["data"]] == ["a", "b"]

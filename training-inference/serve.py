@@ -401,7 +401,6 @@ class ModelSlot:
     model: object
     tokenizer: object
     device: str
-    dtype: str
     language: str | None = None
     instruct: tuple | None = None  # (InstructFormat, language) of a model trained on the instruct format
     batch: DecodeBatch = None
@@ -749,7 +748,7 @@ def load_slots(cfg, device, dtype):
         labels = ((ckpt.get("meta") or {}).get("instruct") or {}).get("labels")
         if labels:  # a spec is rendered with the labels of the model's language
             instruct_format = instruct.model_format(ckpt, language if language in labels else sorted(labels)[0])
-        slots.append(ModelSlot(name, model, tokenizer, device, dtype, language, instruct_format))
+        slots.append(ModelSlot(name, model, tokenizer, device, language, instruct_format))
     return slots
 
 
