@@ -7,6 +7,9 @@ n_embd = 64
 block_size = 1024
 batch_size = 32
 gradient_accumulation_steps = 8  # total across ranks: runs on 1, 2, 4 or 8 GPUs
+# AdamW at nanoGPT-style settings, as the original Regional-TinyStories trained this grid (train.py's default,
+# Muon, was chosen by measurement on CPU-sized models only)
+optimizer = "adamw"
 learning_rate = 1e-3
 min_lr = 1e-4
 max_iters = 20000
