@@ -2,9 +2,15 @@
 Command-line spelling shared by the argparse scripts: option names use underscores (--text_field, as the
 --key=value configs of train.py and sample.py do). The old spellings of earlier releases (--text-field) still work
 for one release; each one used prints a one-line deprecation note on stderr.
+
+run_stage runs a stage script as a user runs it, for the benchmark scripts that drive the others.
 """
 import argparse
+import os
+import subprocess
 import sys
+
+from regional_tinystories import PROJECT_ROOT
 
 
 def underscored(*old_names):
@@ -56,3 +62,15 @@ def resolve_init_from(parser, args):
     if args._init_from_required and not args.init_from:
         parser.error("--init_from is required")
     return args
+
+
+def run_stage(script, args, env=None):
+    """Run the project's script (a path from the project root, e.g. "training-inference/train.py") with args, in the
+    project root, as a user runs it; its CompletedProcess. A failure exits with one line: the script and its last
+    line of output."""
+    proc = subprocess.run([sys.executable, os.path.join(PROJECT_ROOT, script), *args], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT, env=env)
+    if proc.returncode:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
+        sys.exit(f"error: {script} failed: {lines[-1]}")
+    return proc

@@ -17,10 +17,11 @@ reports it either way.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
+
+from regional_tinystories.cli import run_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "..", "shared", "data", "hindi-ltrc-classical", "miscellaneous_seva.txt")
@@ -35,11 +36,7 @@ STUDENT = ["--n_layer=2", "--n_head=2", "--n_embd=64"]
 def run(script, args, env):
     """Run a stage script; return its wall time."""
     start = time.time()
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env)
-    if proc.returncode:
-        lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
-        sys.exit(f"error: {script} failed: {lines[-1]}")
+    run_stage(script, args, env)
     return time.time() - start
 
 
@@ -73,7 +70,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out_dir or tmp
         data_root = os.path.join(out, "data")
-        run("training-inference/data/prepare.py", [f"--input={SOURCE}", "--name=sevasadan", f"--out_dir={data_root}",
+        run_stage("training-inference/data/prepare.py", [f"--input={SOURCE}", "--name=sevasadan", f"--out_dir={data_root}",
                                                    "--tokenizer=sp-bpe:2048", "--val_fraction=0.05", "--workers=2"], env)
         with open(os.path.join(data_root, "sevasadan", "meta.json"), encoding="utf-8") as f:
             splits = json.load(f)["splits"]

@@ -13,13 +13,14 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from regional_tinystories import tokenizer as tk
+from regional_tinystories.cli import run_stage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 SOURCES = [  # (path, kind): real text of each language, split into story-sized documents
@@ -72,14 +73,11 @@ def raw_speed(tok, texts, total_bytes):
 
 
 def prepare_speed(corpus, tok_dir, out_dir, workers, total_bytes):
-    cmd = [sys.executable, os.path.join(ROOT, "training-inference", "data", "prepare.py"), f"--input={corpus}",
-           f"--out_dir={out_dir}", f"--name=w{workers}", f"--tokenizer=from:{tok_dir}", f"--workers={workers}",
-           "--val_fraction=0.01"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    proc = run_stage("training-inference/data/prepare.py",
+                     [f"--input={corpus}", f"--out_dir={out_dir}", f"--name=w{workers}", f"--tokenizer=from:{tok_dir}",
+                      f"--workers={workers}", "--val_fraction=0.01"], env=dict(os.environ, TQDM_DISABLE="1"))
     elapsed = time.perf_counter() - start
-    if proc.returncode:
-        sys.exit(f"error: prepare.py failed: {proc.stderr.strip().splitlines()[-1]}")
     # prepare.py's own figure: from its first read to its last file renamed, without interpreter start-up
     pipeline = float(re.search(r"([0-9.]+) MB/s of text", proc.stdout).group(1))
     return total_bytes / 1e6 / elapsed, elapsed, pipeline
@@ -104,12 +102,9 @@ def main():
         sample = os.path.join(tmp, "sample.jsonl")
         with open(sample, "w", encoding="utf-8") as f:
             f.writelines(json.dumps({"story": t}, ensure_ascii=False) + "\n" for t in texts[::20])
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "training-inference", "data", "prepare.py"),
-                               f"--input={sample}", f"--out_dir={tmp}", "--name=tok", f"--tokenizer={args.tokenizer}",
-                               "--val_fraction=0.2"],
-                              capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
-        if proc.returncode:
-            sys.exit(f"error: prepare.py failed: {proc.stderr.strip().splitlines()[-1]}")
+        run_stage("training-inference/data/prepare.py", [f"--input={sample}", f"--out_dir={tmp}", "--name=tok",
+                                                         f"--tokenizer={args.tokenizer}", "--val_fraction=0.2"],
+                  env=dict(os.environ, TQDM_DISABLE="1"))
         tok_dir = os.path.join(tmp, "tok")
         with open(os.path.join(tok_dir, "meta.json"), encoding="utf-8") as f:
             tok = tk.load_dataset_tokenizer(json.load(f), tok_dir)

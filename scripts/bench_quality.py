@@ -25,12 +25,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 from regional_tinystories import runtime
+from regional_tinystories.cli import run_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "..", "shared", "data", "hindi-ltrc-classical", "miscellaneous_seva.txt")
@@ -47,21 +47,11 @@ CONTENDERS = {
 }
 
 
-def run(script, args, env):
-    """Run a stage script; return its stdout."""
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env)
-    if proc.returncode:
-        lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
-        sys.exit(f"error: {script} failed: {lines[-1]}")
-    return proc.stdout
-
-
 def train_and_score(name, extra, common, run_dir, eval_dir, env):
-    run("training-inference/train.py", [*common, *extra, f"--out_dir={run_dir}"], env)
+    run_stage("training-inference/train.py", [*common, *extra, f"--out_dir={run_dir}"], env)
     with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
-    run("scripts/eval_bpb.py", [f"--init_from={os.path.join(run_dir, 'ckpt_last.pt')}", f"--out_dir={eval_dir}"], env)
+    run_stage("scripts/eval_bpb.py", [f"--init_from={os.path.join(run_dir, 'ckpt_last.pt')}", f"--out_dir={eval_dir}"], env)
     with open(os.path.join(eval_dir, "eval_bpb.json"), encoding="utf-8") as f:
         bpb = json.load(f)[0]["bpb"]
     return {"steps": summary["iters"], "tokens_per_s": summary["tokens"] / summary["seconds"], "bpb": bpb}
@@ -96,7 +86,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out_dir or tmp
         data_root = os.path.join(out, "data")
-        run("training-inference/data/prepare.py", [f"--input={SOURCE}", "--name=sevasadan", f"--out_dir={data_root}",
+        run_stage("training-inference/data/prepare.py", [f"--input={SOURCE}", "--name=sevasadan", f"--out_dir={data_root}",
                                                    f"--tokenizer={args.tokenizer}", "--txt_mode=line",
                                                    "--val_fraction=0.05", "--workers=2"], env)
         with open(os.path.join(data_root, "sevasadan", "meta.json"), encoding="utf-8") as f:
