@@ -61,10 +61,19 @@ def data_root_path(data_root):
     return Path(data_root) / "tiny"
 
 
+def tensors_of(state, path=""):
+    """{path: tensor} of every tensor in a nested state dict (an optimizer's, Muon and AdamW's together)."""
+    if torch.is_tensor(state):
+        return {path: state}
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else ()
+    return {k: v for key, value in items for k, v in tensors_of(value, f"{path}/{key}").items()}
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.parametrize("extra", [[], ["--recipe=classic", "--dropout=0.1", "--doc_aligned=True",
                                         "--gradient_accumulation_steps=2"]])
-def test_resume_equals_continuous_training(data_root, tmp_path, extra):
-    common = ["--eval_interval=4", "--lr_decay_iters=8", "--dropout=0.1", *extra]
+def test_resume_equals_continuous_training(data_root, tmp_path, optimizer, extra):
+    common = ["--eval_interval=4", "--lr_decay_iters=8", "--dropout=0.1", f"--optimizer={optimizer}", *extra]
     assert train(data_root, tmp_path / "full", "--max_iters=8", *common).returncode == 0
     assert train(data_root, tmp_path / "part", "--max_iters=4", *common).returncode == 0
     assert train(data_root, tmp_path / "part", "--max_iters=8", "--init_from=resume", *common).returncode == 0
@@ -73,6 +82,12 @@ def test_resume_equals_continuous_training(data_root, tmp_path, extra):
     assert full["iter_num"] == resumed["iter_num"] == 8
     for name, tensor in full["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+    # the optimizer's state too: AdamW's moments, and with Muon its momentum buffers
+    full_state, resumed_state = tensors_of(full["optimizer"]), tensors_of(resumed["optimizer"])
+    assert full_state.keys() == resumed_state.keys()
+    assert any("momentum_buffer" in path for path in full_state) == (optimizer == "muon")
+    for path, tensor in full_state.items():
+        assert torch.equal(tensor, resumed_state[path]), path
     assert log_records(tmp_path / "full", "train")[-1]["loss"] == log_records(tmp_path / "part", "train")[-1]["loss"]
 
 
