@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import load_script, prepare_dataset, run_main
+from helpers import load_script, run_main, train_small_model
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
@@ -19,7 +19,6 @@ from regional_tinystories.sampling import (
 )
 
 sample_script = load_script("training-inference/sample.py")
-train_script = load_script("training-inference/train.py")
 serve_script = load_script("training-inference/serve.py")
 eval_bpb = load_script("scripts/eval_bpb.py")
 
@@ -34,15 +33,7 @@ def read_json(path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(run folder, data root) of a 2-layer modern model trained for 60 steps on the tests' multilingual stories."""
-    tmp = tmp_path_factory.mktemp("quantize")
-    root = prepare_dataset(tmp)
-    out = tmp / "run"
-    result = run_main(train_script.main, ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64",
-                                          "--batch_size=8", "--max_iters=60", "--eval_interval=30", "--eval_iters=2",
-                                          "--learning_rate=1e-2", "--warmup_iters=5", "--dataset=tiny",
-                                          f"--data_root={root}", f"--out_dir={out}"])
-    assert result.returncode == 0, result.stderr
-    return out, root
+    return train_small_model(tmp_path_factory.mktemp("quantize"), n_embd=64)
 
 
 def greedy(model, tokenizer):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from helpers import load_script, prepare_dataset, run_main
+from helpers import load_script, run_main, train_small_model
 
 from regional_tinystories.checkpoint import load_model
 from regional_tinystories.model import GPT, ModelConfig
@@ -15,20 +15,11 @@ from regional_tinystories.sampling import (
 )
 
 sample_script = load_script("training-inference/sample.py")
-train_script = load_script("training-inference/train.py")
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sample")
-    root = prepare_dataset(tmp)
-    out = tmp / "run"
-    result = run_main(train_script.main, ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=64",
-                                          "--batch_size=8", "--max_iters=60", "--eval_interval=30", "--eval_iters=2",
-                                          "--learning_rate=1e-2", "--warmup_iters=5", "--dataset=tiny",
-                                          f"--data_root={root}", f"--out_dir={out}"])
-    assert result.returncode == 0, result.stderr
-    return out
+    return train_small_model(tmp_path_factory.mktemp("sample"))[0]
 
 
 def random_model(recipe="modern", block_size=64):
