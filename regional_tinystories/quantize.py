@@ -54,7 +54,8 @@ def inference_dtype(requested, quantize, device):
 
 
 def prepare(model, dtype="float32", quantize="none"):
-    """The model in eval mode with its weights in `dtype`, or its linear layers quantized to int8."""
+    """The model in eval mode with its weights in `dtype`, or its linear layers quantized to int8; on the CPU, unquantized
+    weights in their faster memory order (lay_out_for_decoding)."""
     model.eval()
     if quantize == "int8":
         quantize_int8(model)
@@ -80,7 +81,7 @@ def lay_out_for_decoding(model):
 def column_major_is_faster(shape, dtype, threads, cache_bytes=48 << 20):
     """Time F.linear(one row, W) over enough copies of W to leave the CPU's caches, as a decoding step meets its
     weights, in both memory orders; the best of three passes each."""
-    copies = max(1, cache_bytes // (shape[0] * shape[1] * torch.finfo(dtype).bits // 8))
+    copies = max(1, cache_bytes // (shape[0] * shape[1] * dtype.itemsize))
     row_major = torch.ones(copies, *shape, dtype=dtype)
     column_major = torch.ones(copies, shape[1], shape[0], dtype=dtype).transpose(1, 2)
     x = torch.ones(1, shape[1], dtype=dtype)
