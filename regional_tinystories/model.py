@@ -60,7 +60,7 @@ class RMSNorm(nn.RMSNorm):
     """nn.RMSNorm (same weight, same eps: the dtype's machine epsilon), with RMSNormFunction's fused passes for float32
     in eager mode with gradients. Other dtypes (bf16 inference, autocast under QK-norm), torch.compile, which fuses
     the plain form itself, and inference, where a decoding step's one row makes the autograd.Function's own overhead
-    the larger cost (2x F.rms_norm's time), take nn.RMSNorm's own path."""
+    the larger cost, take nn.RMSNorm's own path."""
 
     def forward(self, x):
         if (x.dtype != torch.float32 or self.weight is None or torch.compiler.is_compiling()

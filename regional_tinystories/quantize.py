@@ -15,9 +15,9 @@ Inference precision, set once when sample.py, serve.py, eval_bpb.py or bench_sam
 
   float32 / bfloat16 on a CPU: each linear layer's weight is stored in whichever memory order (row- or column-major)
                              its one-row product runs faster in, timed once per weight shape when the model loads.
-                             Decoding is a matrix-vector product per layer, and MKL's runs up to 2.3x faster from
-                             one order or the other depending on the shape (README, Performance); the values are the
-                             same up to the order of a sum.
+                             Decoding is a matrix-vector product per layer, and MKL's runs faster from one order or
+                             the other depending on the shape (1.33x at batch 1: README, Performance); the values are
+                             the same up to the order of a sum.
 
   QUANTIZE_CHOICES   the values of the quantize setting
   inference_dtype    the dtype a model will run in, or a ConfigError for a combination that cannot run
