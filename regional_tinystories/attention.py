@@ -46,8 +46,8 @@ def attention_weights(model, idx):
         q, k = (t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in (q, k))  # (B, H, T, D)
         if attn.q_norm is not None:
             q, k = attn.q_norm(q), attn.k_norm(k)
-        if attn.use_rope:  # the model's RoPE table is e^(i angle), (T, D/2): apply_rope takes its cos and sin
-            q, k = apply_rope(q, rope.real, rope.imag), apply_rope(k, rope.real, rope.imag)
+        if attn.use_rope:  # the model's RoPE table is (T, D/2, 2), cos and sin: what apply_rope takes
+            q, k = apply_rope(q, rope[..., 0], rope[..., 1]), apply_rope(k, rope[..., 0], rope[..., 1])
         scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))
         future = torch.triu(torch.ones(T, T, dtype=torch.bool, device=idx.device), diagonal=1)
         layers.append(torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)[0])

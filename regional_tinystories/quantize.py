@@ -1,17 +1,14 @@
 """
 Inference precision, set once when sample.py, serve.py, eval_bpb.py or bench_sample.py has loaded a model:
 
-  dtype bfloat16 / float16   the weights are cast once (not autocast at every step). The RoPE table stays complex64:
-                             the rotation is computed in fp32 anyway, and casting it to a real dtype would drop its
-                             imaginary part. Norms are cast too: F.rms_norm and F.layer_norm normalise in fp32
+  dtype bfloat16 / float16   the weights are cast once (not autocast at every step). The RoPE table (cos, sin) stays
+                             fp32: the rotation is computed in fp32 anyway, from angles bf16 would round. Norms are cast too: F.rms_norm and F.layer_norm normalise in fp32
                              internally, so only their weight multiply is in bf16.
-  quantize int8              the linear layers, the head included, replaced by torch.ao dynamic quantization: int8
-                             weights with one scale per output row, activations quantized per call with one scale
-                             per tensor (fbgemm, CPU only). The embedding the head is tied to stays in fp32: a lookup
-                             costs nothing, and the head gets an int8 copy of the same matrix. The MLP's output
-                             projections stay fp32: their input (after SwiGLU / GELU) has outliers that one
-                             activation scale per tensor resolves badly; quantized, they alone flip greedy's top-1
-                             token at 7% of positions instead of 2% (measured on the quickstart model, README).
+  quantize int8              every linear layer, the head included, replaced by an Int8Linear: int8 weights with one
+                             scale per output row, multiplied by PyTorch's weight-only int8 kernel with the activations
+                             in bf16 for the product only. The embedding the head is tied to stays in fp32: a lookup
+                             costs nothing, and the head gets an int8 copy of the same matrix. Activations are not
+                             quantized, so no layer needs to stay fp32 for the outliers of its input.
 
   float32 / bfloat16 on a CPU: each linear layer's weight is stored in whichever memory order (row- or column-major)
                              its one-row product runs faster in, timed once per weight shape when the model loads.
@@ -25,7 +22,6 @@ Inference precision, set once when sample.py, serve.py, eval_bpb.py or bench_sam
 """
 import functools
 import time
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -38,14 +34,14 @@ QUANTIZE_CHOICES = ("none", "int8")
 
 
 def inference_dtype(requested, quantize, device):
-    """runtime.pick_dtype's choice, except that int8 runs in float32 (the kernels take fp32 activations) and only on
+    """runtime.pick_dtype's choice, except that int8 runs in float32 (bf16 only inside its products) and only on
     the CPU. ConfigError (one line) for a device or dtype that int8 cannot run with, or an unknown quantize value."""
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize={quantize!r} is not one of {', '.join(map(repr, QUANTIZE_CHOICES))}")
     if quantize == "none":
         return runtime.pick_dtype(requested, device)
     if device != "cpu":
-        raise ConfigError(f"quantize={quantize}: the int8 kernels (torch.ao dynamic quantization) run on the CPU only, "
+        raise ConfigError(f"quantize={quantize}: the int8 kernel (aten._weight_int8pack_mm) runs on the CPU only, "
                           f"not on device {device}; use dtype=bfloat16 or float16 there")
     if requested not in ("auto", "float32"):
         raise ConfigError(f"quantize={quantize} computes in float32 between its int8 matrix products, so dtype must be "
@@ -60,7 +56,7 @@ def prepare(model, dtype="float32", quantize="none"):
     if quantize == "int8":
         quantize_int8(model)
     elif dtype != "float32":
-        for child in model.children():  # not model.to(): the RoPE table, a buffer of the GPT itself, stays complex64
+        for child in model.children():  # not model.to(): the RoPE table, a buffer of the GPT itself, stays fp32
             child.to(getattr(torch, dtype))
     if quantize == "none" and next(model.parameters()).device.type == "cpu":
         lay_out_for_decoding(model)
@@ -97,13 +93,34 @@ def column_major_is_faster(shape, dtype, threads, cache_bytes=48 << 20):
     return best_pass(column_major) < best_pass(row_major)
 
 
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights, one scale per output row (symmetric, max |w| = 127 steps), multiplied by
+    PyTorch's weight-only int8 kernel (aten._weight_int8pack_mm): the weights stay int8 in memory, a quarter of fp32's
+    bytes to read at every decoding step, and the activations go into the product and come out of it in bf16, the one
+    dtype the kernel takes beside int8 (its fp32 path is ten times slower on a CPU without bf16: README,
+    Performance). Everything between the products (norms, residual stream, attention) stays fp32."""
+
+    def __init__(self, linear):
+        super().__init__()
+        weight = linear.weight.detach().float().contiguous()  # the kernel takes row-major weights only
+        # a scale bf16 holds exactly, as the kernel takes it; a weight that rounds past 127 steps of it is clamped
+        scale = (weight.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.bfloat16).tiny).bfloat16()
+        self.register_buffer("weight", (weight / scale.float()[:, None]).round_().clamp_(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.bias = linear.bias
+
+    def forward(self, x):
+        rows = x.reshape(-1, x.size(-1)).to(torch.bfloat16)
+        y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scale).to(x.dtype).view(*x.shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+
 def quantize_int8(model):
-    """Every nn.Linear but the MLP output projections -> a dynamically quantized one (int8 weights, per output
-    channel), in place."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-    layers = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-              if isinstance(module, nn.Linear) and not name.endswith("mlp.c_proj")}
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
-        warnings.simplefilter("ignore")
-        quantize_dynamic(model, layers, inplace=True)
+    """Every nn.Linear -> an Int8Linear, in place. The head gets an int8 copy of the embedding it is tied to; the
+    embedding itself stays fp32 (a lookup reads one row). The kernel reads its input in groups of 8 (other widths
+    give wrong products or crash the process: tested), so a layer whose input width is not a multiple of 8 stays fp32."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Linear and child.in_features % 8 == 0:
+                setattr(parent, name, Int8Linear(child))
     return model

@@ -51,7 +51,8 @@ DEFAULTS = dict(
     seed=1337,
     device="auto",
     dtype="auto",              # 'auto': bfloat16 where the hardware has it (weights cast once), else float32
-    quantize="none",           # 'int8': int8 weights (torch.ao dynamic quantization), CPU only
+    quantize="none",           # 'int8': int8 weights (weight-only, one scale per row), CPU only
+    compile=False,             # torch.compile the decoding step: 1.5-2x the tokens/s after a 20-40 s compile
     output_format="text",      # 'text', 'json' or 'jsonl'
     out_file="",               # empty: print to stdout
 )
@@ -145,6 +146,8 @@ def main(argv=None):
           f"device {device}, dtype {dtype}{', int8 weights' * (cfg.quantize == 'int8')}, {len(prompts)} prompt(s) x "
           f"{cfg.num_samples}", file=sys.stderr)
     model = quantize.prepare(model, dtype, cfg.quantize)  # after counting: int8 weights are no longer parameters
+    if cfg.compile:
+        model.compile_decoding()
     records = generate_stories(model, tokenizer, prompts, SamplingConfig.from_settings(vars(cfg)),
                                num_samples=cfg.num_samples, device=device, model_name=ckpt["path"],
                                progress=True, instructions=instructions)
