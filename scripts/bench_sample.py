@@ -7,6 +7,7 @@ nanoGPT's sample.py does, and optionally llama2.c's run.c on the same model expo
 `export.py --format=llama2c`.
 
     python scripts/bench_sample.py                                   # 6L/6H/384, vocab 8192, 256 new tokens
+    python scripts/bench_sample.py --compile                         # + the decoding step compiled (sample.py --compile)
     python scripts/bench_sample.py --llama2c_run=/path/to/run_omp    # + llama2.c, built with
         # gcc -Ofast -fopenmp -march=native -o run_omp run.c -lm   (run with OMP_NUM_THREADS = this process's threads)
 
@@ -71,6 +72,8 @@ def main():
     p.add_argument("--vocab_size", type=int, default=8192)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--llama2c_run", default="", help="a compiled llama2.c run / run_omp binary")
+    p.add_argument("--compile", action="store_true", help="also time fp32 and int8 with the decoding step compiled "
+                   "(sample.py --compile); compiling takes a minute or two on 2 cores, before the timed rounds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     native_bf16 = runtime.cpu_supports_bf16()
@@ -87,6 +90,11 @@ def main():
                   "fp32, batch 1, KV cache, every weight row-major (no quantize.prepare)": (row_major, 1, True, n),
                   "fp32, batch 1, full recompute (nanoGPT's sample.py)": (model, 1, False, recompute_n),
                   "int8 weights, batch 1, KV cache": (int8, 1, True, n), "int8 weights, batch 8, KV cache": (int8, 8, True, n)}
+    if args.compile:
+        for weights, prepared in (("fp32", model), ("int8 weights", int8)):
+            compiled = copy.deepcopy(prepared).compile_decoding()
+            for batch in (1, 8):
+                contenders[f"{weights}, batch {batch}, KV cache, compiled decoding step"] = (compiled, batch, True, n)
     if native_bf16:
         bf16 = quantize.prepare(copy.deepcopy(model), "bfloat16")  # weights cast once, not autocast at every step
         contenders["bf16 weights, batch 1, KV cache"] = (bf16, 1, True, n)
@@ -120,10 +128,11 @@ def main():
         ratios = [v / b for v, b in zip(values, base)]
         print(f"| {name} | {statistics.median(values):,.1f} | {statistics.median(ratios):.2f}× "
               f"({min(ratios):.2f}–{max(ratios):.2f}) |")
-    for weights in ("fp32", "int8 weights", "bf16 weights"):  # what batching buys in each precision, per round
-        if f"{weights}, batch 8, KV cache" in speeds:
-            ratios = [b8 / b1 for b8, b1 in zip(speeds[f"{weights}, batch 8, KV cache"],
-                                                speeds[f"{weights}, batch 1, KV cache"])]
+    for weights in ("fp32", "int8 weights", "bf16 weights", "fp32, compiled", "int8 weights, compiled"):
+        precision, compiled = weights.split(", compiled")[0], ", compiled decoding step" * weights.endswith("compiled")
+        if f"{precision}, batch 8, KV cache{compiled}" in speeds:  # what batching buys in each, per round
+            ratios = [b8 / b1 for b8, b1 in zip(speeds[f"{precision}, batch 8, KV cache{compiled}"],
+                                                speeds[f"{precision}, batch 1, KV cache{compiled}"])]
             print(f"{weights}: batch 8 gives {statistics.median(ratios):.2f}× the tokens/s of batch 1 "
                   f"({min(ratios):.2f}–{max(ratios):.2f} per round)")
 
