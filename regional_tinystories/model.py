@@ -301,13 +301,13 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
-    def compile_decoding(self, cpp_wrapper=True):
+    def compile_decoding(self):
         """torch.compile the one-token decoding step that generate_tokens takes once per new token (the prompt's
         prefill stays eager: it runs once). A step's shapes differ only in the cache length, so dynamic=True compiles
-        it once for batch 1 and once for larger batches. On a CPU a step of a small model spends as long in Python and dispatch between its ~100 kernels as
-        in its matrix products; compiled (with inductor's C++ wrapper, which calls the kernels without Python) that
-        overhead is gone, after a compile of 20-40 s on 2 cores (README, Performance)."""
-        self.compiled_decode_step = torch.compile(self.forward, dynamic=True, options={"cpp_wrapper": cpp_wrapper})
+        it once for batch 1 and once for larger batches. On a CPU a step of a small model spends about as long in
+        Python and dispatch between its ~100 kernels as in its matrix products; compiled with inductor's C++ wrapper,
+        which calls the kernels without Python, that overhead is gone (README, Performance)."""
+        self.compiled_decode_step = torch.compile(self.forward, dynamic=True, options={"cpp_wrapper": True})
         return self
 
     def flops_per_token(self):

@@ -2,8 +2,9 @@
 Inference precision, set once when sample.py, serve.py, eval_bpb.py or bench_sample.py has loaded a model:
 
   dtype bfloat16 / float16   the weights are cast once (not autocast at every step). The RoPE table (cos, sin) stays
-                             fp32: the rotation is computed in fp32 anyway, from angles bf16 would round. Norms are cast too: F.rms_norm and F.layer_norm normalise in fp32
-                             internally, so only their weight multiply is in bf16.
+                             fp32: the rotation is computed in fp32 anyway, from angles bf16 would round. Norms are
+                             cast too: F.rms_norm and F.layer_norm normalise in fp32 internally, so only their weight
+                             multiply is in bf16.
   quantize int8              every linear layer, the head included, replaced by an Int8Linear: int8 weights with one
                              scale per output row, multiplied by PyTorch's weight-only int8 kernel with the activations
                              in bf16 for the product only. The embedding the head is tied to stays in fp32: a lookup
@@ -97,8 +98,8 @@ class Int8Linear(nn.Module):
     """A linear layer with int8 weights, one scale per output row (symmetric, max |w| = 127 steps), multiplied by
     PyTorch's weight-only int8 kernel (aten._weight_int8pack_mm): the weights stay int8 in memory, a quarter of fp32's
     bytes to read at every decoding step, and the activations go into the product and come out of it in bf16, the one
-    dtype the kernel takes beside int8 (its fp32 path is ten times slower on a CPU without bf16: README,
-    Performance). Everything between the products (norms, residual stream, attention) stays fp32."""
+    dtype the kernel takes beside int8 (its fp32 path is several times slower than fp32's own F.linear on a CPU
+    without bf16). Everything between the products (norms, residual stream, attention) stays fp32."""
 
     def __init__(self, linear):
         super().__init__()
@@ -118,7 +119,8 @@ class Int8Linear(nn.Module):
 def quantize_int8(model):
     """Every nn.Linear -> an Int8Linear, in place. The head gets an int8 copy of the embedding it is tied to; the
     embedding itself stays fp32 (a lookup reads one row). The kernel reads its input in groups of 8 (other widths
-    give wrong products or crash the process: tested), so a layer whose input width is not a multiple of 8 stays fp32."""
+    give wrong products or crash the process: tested), so a layer whose input width is not a multiple of 8 stays
+    fp32."""
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.Linear and child.in_features % 8 == 0:

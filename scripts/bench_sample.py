@@ -7,7 +7,9 @@ nanoGPT's sample.py does, and optionally llama2.c's run.c on the same model expo
 `export.py --format=llama2c`.
 
     python scripts/bench_sample.py                                   # 6L/6H/384, vocab 8192, 256 new tokens
-    python scripts/bench_sample.py --compile                         # + the decoding step compiled (sample.py --compile)
+    python scripts/bench_sample.py --compile                         # + the decoding step compiled (sample.py
+                                                                     #   --compile)
+    python scripts/bench_sample.py --alone                           # + each batch-1 contender timed on its own
     python scripts/bench_sample.py --llama2c_run=/path/to/run_omp    # + llama2.c, built with
         # gcc -Ofast -fopenmp -march=native -o run_omp run.c -lm   (run with OMP_NUM_THREADS = this process's threads)
 
@@ -74,6 +76,9 @@ def main():
     p.add_argument("--llama2c_run", default="", help="a compiled llama2.c run / run_omp binary")
     p.add_argument("--compile", action="store_true", help="also time fp32 and int8 with the decoding step compiled "
                    "(sample.py --compile); compiling takes a minute or two on 2 cores, before the timed rounds")
+    p.add_argument("--alone", action="store_true", help="after the interleaved rounds, time each batch-1 KV-cache "
+                   "contender decoding on its own, as a sample.py run does: no other contender's steps evict its "
+                   "weights from the caches between its steps (llama2.c always runs in a process of its own)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     native_bf16 = runtime.cpu_supports_bf16()
@@ -128,6 +133,15 @@ def main():
         ratios = [v / b for v, b in zip(values, base)]
         print(f"| {name} | {statistics.median(values):,.1f} | {statistics.median(ratios):.2f}× "
               f"({min(ratios):.2f}–{max(ratios):.2f}) |")
+    if args.alone:
+        llama2c = speeds.get("llama2.c run.c (C, OpenMP), batch 1")
+        print(f"\n| contender, decoding alone | tokens/s (median, min–max of {args.rounds} runs) |"
+              f"{' × llama2.c |' if llama2c else ''}\n|---|---|{'---|' if llama2c else ''}")
+        for name, contender in contenders.items():
+            if name.startswith(("fp32, batch 1, KV cache", "int8 weights, batch 1", "bf16 weights, batch 1")):
+                alone = [interleaved_decoding({name: contender}, args.new_tokens)[name] for _ in range(args.rounds)]
+                versus = f" {statistics.median(alone) / statistics.median(llama2c):.2f}× |" if llama2c else ""
+                print(f"| {name} | {statistics.median(alone):,.1f} ({min(alone):,.1f}–{max(alone):,.1f}) |{versus}")
     for weights in ("fp32", "int8 weights", "bf16 weights", "fp32, compiled", "int8 weights, compiled"):
         precision, compiled = weights.split(", compiled")[0], ", compiled decoding step" * weights.endswith("compiled")
         if f"{precision}, batch 8, KV cache{compiled}" in speeds:  # what batching buys in each, per round

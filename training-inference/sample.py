@@ -52,7 +52,7 @@ DEFAULTS = dict(
     device="auto",
     dtype="auto",              # 'auto': bfloat16 where the hardware has it (weights cast once), else float32
     quantize="none",           # 'int8': int8 weights (weight-only, one scale per row), CPU only
-    compile=False,             # torch.compile the decoding step: 1.5-2x the tokens/s after a 20-40 s compile
+    compile=False,             # torch.compile the decoding step: faster after a compile of ~20-30 s (README)
     output_format="text",      # 'text', 'json' or 'jsonl'
     out_file="",               # empty: print to stdout
 )
