@@ -118,11 +118,11 @@ class Int8Linear(nn.Module):
 
 def quantize_int8(model):
     """Every nn.Linear -> an Int8Linear, in place. The head gets an int8 copy of the embedding it is tied to; the
-    embedding itself stays fp32 (a lookup reads one row). The kernel reads its input in groups of 8 (other widths
-    give wrong products or crash the process: tested), so a layer whose input width is not a multiple of 8 stays
-    fp32."""
+    embedding itself stays fp32 (a lookup reads one row). The kernel reads its input in groups of 8 on AVX2 and 16 on
+    AVX-512 (other widths give wrong products for more than one row, or crash the process), so a layer whose input
+    width is not a multiple of 16 stays fp32."""
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if type(child) is nn.Linear and child.in_features % 8 == 0:
+            if type(child) is nn.Linear and child.in_features % 16 == 0:
                 setattr(parent, name, Int8Linear(child))
     return model

@@ -41,15 +41,32 @@ def pick_device(requested="auto"):
     return "cpu"
 
 
-def cpu_supports_bf16():
-    """True when the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX). Without them PyTorch
-    emulates bf16 matmuls, which is far slower than fp32, so autocast would hurt rather than help."""
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, as on macOS)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
+            return set(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags.split() or "amx_bf16" in flags.split()
+        return set()
+
+
+def cpu_supports_bf16():
+    """True when the CPU has native bf16 instructions (AVX-512 BF16 or AMX). Without them PyTorch emulates bf16,
+    far slower than fp32, so the bf16 paths are only benchmarked where this holds."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_bf16_is_faster():
+    """True when bf16 matrix products beat fp32 ones on this CPU: with AMX tiles. AVX-512 BF16 alone does one
+    VDPBF16PS (32 multiply-adds) per cycle where fp32 does two 16-wide FMAs, so its products are no faster and the
+    casts around them cost extra: on a Xeon with AVX-512 BF16 and no AMX, a 1024 x 1024 bf16 product ran at 0.6x
+    the fp32 rate and bf16 autocast trained at 0.55x fp32 (scripts/bench_train.py)."""
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_bf16_kind():
+    """'AMX', 'AVX-512 BF16 (no AMX)' or 'none (emulated)': printed with every benchmark table."""
+    return "AMX" if cpu_bf16_is_faster() else "AVX-512 BF16 (no AMX)" if cpu_supports_bf16() else "none (emulated)"
 
 
 def cpu_name():
@@ -63,13 +80,14 @@ def cpu_name():
 
 
 def pick_dtype(requested, device):
-    """'auto' -> bfloat16 where the hardware has it, float16 on older GPUs, else float32."""
+    """'auto' -> bfloat16 where the hardware makes it faster (GPUs with bf16, CPUs with AMX), float16 on older GPUs,
+    else float32."""
     if requested != "auto":
         return requested
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if device == "cpu":
-        return "bfloat16" if cpu_supports_bf16() else "float32"
+        return "bfloat16" if cpu_bf16_is_faster() else "float32"
     return "float32"
 
 

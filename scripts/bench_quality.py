@@ -109,7 +109,7 @@ def main(argv=None):
                 print(f"round {round_ + 1}, {name}: {result['steps']} steps, val bpb {result['bpb']:.4f}",
                       file=sys.stderr, flush=True)
 
-    print(f"\nCPU: {runtime.cpu_name()}, native bf16: {runtime.cpu_supports_bf16()}; {args.n_layer} layers x "
+    print(f"\nCPU: {runtime.cpu_name()}, bf16: {runtime.cpu_bf16_kind()}; {args.n_layer} layers x "
           f"{args.n_embd}, {args.n_head} heads, block {args.block_size}, batch {args.batch_size}; {args.seconds:g} s "
           f"of training per run, {args.rounds} round(s), {args.threads} thread(s); {time.time() - started:.0f} s in "
           f"all\n")

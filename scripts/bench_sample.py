@@ -95,16 +95,17 @@ def main():
                   "fp32, batch 1, KV cache, every weight row-major (no quantize.prepare)": (row_major, 1, True, n),
                   "fp32, batch 1, full recompute (nanoGPT's sample.py)": (model, 1, False, recompute_n),
                   "int8 weights, batch 1, KV cache": (int8, 1, True, n), "int8 weights, batch 8, KV cache": (int8, 8, True, n)}
-    if args.compile:
-        for weights, prepared in (("fp32", model), ("int8 weights", int8)):
-            compiled = copy.deepcopy(prepared).compile_decoding()
-            for batch in (1, 8):
-                contenders[f"{weights}, batch {batch}, KV cache, compiled decoding step"] = (compiled, batch, True, n)
     if native_bf16:
         bf16 = quantize.prepare(copy.deepcopy(model), "bfloat16")  # weights cast once, not autocast at every step
         contenders["bf16 weights, batch 1, KV cache"] = (bf16, 1, True, n)
         contenders["bf16 weights, batch 8, KV cache"] = (bf16, 8, True, n)
-    print(f"CPU: {runtime.cpu_name()}, {args.threads} threads; native bf16: {native_bf16}; model {args.n_layer}L/"
+    if args.compile:
+        compiled_weights = (("fp32", model), ("int8 weights", int8)) + ((("bf16 weights", bf16),) if native_bf16 else ())
+        for weights, prepared in compiled_weights:
+            compiled = copy.deepcopy(prepared).compile_decoding()
+            for batch in (1, 8):
+                contenders[f"{weights}, batch {batch}, KV cache, compiled decoding step"] = (compiled, batch, True, n)
+    print(f"CPU: {runtime.cpu_name()}, {args.threads} threads; bf16: {runtime.cpu_bf16_kind()}; model {args.n_layer}L/"
           f"{args.n_head}H/{args.n_embd}, vocab {args.vocab_size}: {model.num_params() / 1e6:.1f}M parameters; "
           f"{args.new_tokens} new tokens after {PROMPT_TOKENS}; {args.rounds} rounds")
     with tempfile.TemporaryDirectory() as folder:

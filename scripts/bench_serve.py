@@ -100,7 +100,7 @@ def main():
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         init_from, params = (args.init_from, None) if args.init_from else build_model(folder)
-        print(f"CPU: {runtime.cpu_name()} ({os.cpu_count()} cores), native bf16: {runtime.cpu_supports_bf16()}; "
+        print(f"CPU: {runtime.cpu_name()} ({os.cpu_count()} cores), bf16: {runtime.cpu_bf16_kind()}; "
               f"model {init_from if args.init_from else f'random, {params / 1e6:.2f}M parameters'}; "
               f"{args.clients} concurrent clients x {args.max_tokens} tokens, float32")
         servers = {name: start_server(init_from, batch, args.clients)

@@ -11,10 +11,11 @@ Contenders: the baseline is nanoGPT's recipe as this project writes it (classic 
 AdamW without the fused kernel, as nanoGPT uses on a CPU); then the modern recipe (RoPE, RMSNorm, SwiGLU) in
 float32 with the fused AdamW train.py uses, the same with optimizer="muon" (train.py's make_optimizer: Muon on the
 blocks' matrices, its extra cost per step is the Newton-Schulz iterations), and in bfloat16 autocast where the CPU
-has native bf16 (AVX-512 BF16 / AMX; elsewhere bf16 is emulated and far slower, so it is left out unless --bf16 is
-given). All see the same batches from the same initial seed. Printed: tokens/s (median over steps), the per-step ratio to the baseline
-(median, min–max), achieved GFLOP/s (6N + attention FLOPs per token) against matmul peaks measured now (fp32, and
-bf16 on native bf16 tensors), and each contender's loss after the last step next to the baseline's.
+has native bf16 (AVX-512 BF16 or AMX; elsewhere bf16 is emulated and far slower, so it is left out unless --bf16 is
+given; the line above the table says which kind this CPU has: only AMX makes bf16 products faster than fp32). All see the same batches from the same initial seed. Printed: tokens/s (median over steps), the per-step ratio to the baseline
+(median, min–max), achieved GFLOP/s (6N + attention FLOPs per token) against the matmul peak of the contender's own
+dtype measured between the steps (fp32, and bf16 on native bf16 tensors, not autocast), and each contender's loss
+after the last step next to the baseline's.
 """
 import argparse
 import importlib.util
@@ -99,12 +100,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     native_bf16 = runtime.cpu_supports_bf16()
-    print(f"CPU: {runtime.cpu_name()}, {torch.get_num_threads()} threads; native bf16 (AVX-512 BF16 / AMX): "
-          f"{native_bf16}")
-    peaks = {"float32": matmul_peak(torch.float32)}
-    if native_bf16 or args.bf16:
-        peaks["bfloat16"] = matmul_peak(torch.bfloat16)
-    print("matmul peak now (1024x1024): " + ", ".join(f"{d} {f / 1e9:.0f} GFLOP/s" for d, f in peaks.items()))
+    print(f"CPU: {runtime.cpu_name()}, {torch.get_num_threads()} threads; bf16: {runtime.cpu_bf16_kind()}")
+    peak_dtypes = ("float32", "bfloat16") if native_bf16 or args.bf16 else ("float32",)
 
     def build(recipe):
         torch.manual_seed(0)
@@ -128,7 +125,7 @@ def main():
     generator = torch.Generator().manual_seed(1)
     print(f"model {args.n_layer}L/{args.n_head}H/{args.n_embd}, block {args.block_size}, batch {args.batch_size}, vocab "
           f"{args.vocab_size}: {contenders[0].raw.num_params() / 1e6:.1f}M parameters; {args.steps} timed steps each")
-    step_peaks = []
+    step_peaks = {dtype: [] for dtype in peak_dtypes}
     for step in range(3 + args.steps):
         x = torch.randint(0, args.vocab_size, (args.batch_size, args.block_size + 1), generator=generator)
         x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()
@@ -138,22 +135,24 @@ def main():
             seconds = c.step(x, y)
             if step >= 3:
                 c.seconds.append(seconds)
-        if step >= 3:  # the peak too is measured between the steps, not once at the start
-            step_peaks.append(matmul_peak(torch.bfloat16 if native_bf16 else torch.float32, seconds=0.2))
+        if step >= 3:  # the peaks too are measured between the steps, not once at the start
+            for dtype in peak_dtypes:
+                step_peaks[dtype].append(matmul_peak(getattr(torch, dtype), seconds=0.2))
         print(f"\rstep {step + 1}/{3 + args.steps}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     base = contenders[0]
-    peak = statistics.median(step_peaks)
-    print(f"(peak: {'native bf16' if native_bf16 else 'fp32'} 1024x1024 matmul between steps, median {peak / 1e9:.0f} "
-          f"GFLOP/s, range {min(step_peaks) / 1e9:.0f}–{max(step_peaks) / 1e9:.0f})")
-    print(f"\n| contender | tokens/s | × baseline (median, min–max per step) | GFLOP/s | % of {'bf16' if native_bf16 else 'fp32'}"
-          f" peak | loss after {3 + args.steps} steps |\n|---|---|---|---|---|---|")
+    peaks = {dtype: statistics.median(values) for dtype, values in step_peaks.items()}
+    print("(peaks: 1024x1024 matmul on tensors of the dtype, between steps: " + ", ".join(
+        f"{dtype} median {peaks[dtype] / 1e9:.0f} GFLOP/s, range {min(v) / 1e9:.0f}–{max(v) / 1e9:.0f}"
+        for dtype, v in step_peaks.items()) + ")")
+    print(f"\n| contender | tokens/s | × baseline (median, min–max per step) | GFLOP/s | % of its dtype's peak "
+          f"| loss after {3 + args.steps} steps |\n|---|---|---|---|---|---|")
     for c in contenders:
         ratios = [b / s for b, s in zip(base.seconds, c.seconds)]
         tps = tokens / statistics.median(c.seconds)
         achieved = flops[c.name] * tps
         print(f"| {c.name} | {tps:,.0f} | {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) | "
-              f"{achieved / 1e9:.0f} | {achieved / peak:.0%} | {c.loss:.4f} ({100 * (c.loss / base.loss - 1):+.2f}%) |")
+              f"{achieved / 1e9:.0f} | {achieved / peaks[c.dtype]:.0%} | {c.loss:.4f} ({100 * (c.loss / base.loss - 1):+.2f}%) |")
 
 
 if __name__ == "__main__":
