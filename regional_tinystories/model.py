@@ -233,6 +233,39 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class CrossEntropyFunction(torch.autograd.Function):
+    """F.cross_entropy(logits, targets, ignore_index=-1) for (N, V) float32 logits, with its backward written as
+    softmax minus the one-hot targets: exp, one scatter and one multiply. PyTorch's CPU kernel for the log-softmax
+    backward runs slower on two threads than on one (291 against 108 ms for 4096 x 8192 on a 2-core Xeon); the
+    loss's forward and backward here take 113 ms against F.cross_entropy's 158 (interleaved), about 2% of a step of
+    the benchmark model."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        log_probs = torch.log_softmax(logits, dim=-1)
+        counted = targets != -1
+        picked = targets.clamp(min=0)[:, None]  # ignored rows pick row 0's first logit, then count 0
+        count = counted.sum()
+        ctx.save_for_backward(log_probs, picked, counted, count)
+        return -log_probs.gather(1, picked).squeeze(1).masked_fill(~counted, 0).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_probs, picked, counted, count = ctx.saved_tensors
+        grad_logits = log_probs.exp()  # the softmax
+        grad_logits.scatter_add_(1, picked, torch.full_like(grad_logits[:, :1], -1.0))
+        grad_logits.mul_(counted[:, None] * (grad / count))
+        return grad_logits, None
+
+
+def cross_entropy(logits, targets):
+    """Mean next-token loss over the targets that are not -1 (logits (B, T, V) of any dtype, computed in float32)."""
+    logits, targets = logits.float().view(-1, logits.size(-1)), targets.reshape(-1)
+    if torch.compiler.is_compiling():  # inductor fuses the plain form into fewer passes itself
+        return F.cross_entropy(logits, targets, ignore_index=-1)
+    return CrossEntropyFunction.apply(logits, targets)
+
+
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -298,8 +331,10 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x[:, -1:, :]), None  # generation only needs the last position
         logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return logits, self.loss(logits, targets)
+
+    def loss(self, logits, targets):
+        return cross_entropy(logits, targets)
 
     def compile_decoding(self):
         """torch.compile the one-token decoding step that generate_tokens takes once per new token (the prompt's

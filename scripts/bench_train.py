@@ -8,14 +8,16 @@ the order rotates), so that the ratios hold while other jobs share the cores.
     python scripts/bench_train.py --threads=1                      # one torch thread (a machine others share)
 
 Contenders: the baseline is nanoGPT's recipe as this project writes it (classic GPT-2 blocks, float32, eager,
-AdamW without the fused kernel, as nanoGPT uses on a CPU); then the modern recipe (RoPE, RMSNorm, SwiGLU) in
-float32 with the fused AdamW train.py uses, the same with optimizer="muon" (train.py's make_optimizer: Muon on the
-blocks' matrices, its extra cost per step is the Newton-Schulz iterations), and in bfloat16 autocast where the CPU
-has native bf16 (AVX-512 BF16 or AMX; elsewhere bf16 is emulated and far slower, so it is left out unless --bf16 is
-given; the line above the table says which kind this CPU has: only AMX makes bf16 products faster than fp32). All see the same batches from the same initial seed. Printed: tokens/s (median over steps), the per-step ratio to the baseline
-(median, min–max), achieved GFLOP/s (6N + attention FLOPs per token) against the matmul peak of the contender's own
-dtype measured between the steps (fp32, and bf16 on native bf16 tensors, not autocast), and each contender's loss
-after the last step next to the baseline's.
+F.cross_entropy, AdamW without the fused kernel, as nanoGPT uses on a CPU); then the classic recipe with train.py's
+loss (model.cross_entropy) and fused AdamW; the modern recipe (RoPE, RMSNorm, SwiGLU) in float32 with both, the same
+with optimizer="muon" (train.py's make_optimizer: Muon on the blocks' matrices, its extra cost per step is the
+Newton-Schulz iterations), and in bfloat16 autocast where the CPU has native bf16 (AVX-512 BF16 or AMX; elsewhere
+bf16 is emulated and far slower, so it is left out unless --bf16 is given; the line above the table says which kind
+this CPU has: only AMX makes bf16 products faster than fp32). All see the same batches from the same initial seed.
+Printed: tokens/s (median over steps), the per-step ratio to the baseline (median, min–max), achieved GFLOP/s (6N +
+attention FLOPs per token) against the matmul peak of the contender's own dtype measured between the steps (fp32,
+and bf16 on native bf16 tensors, not autocast), and each contender's loss after the last step next to the
+baseline's.
 """
 import argparse
 import importlib.util
@@ -26,6 +28,7 @@ import time
 from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
 
 from regional_tinystories import runtime
 from regional_tinystories.model import GPT, ModelConfig
@@ -52,6 +55,13 @@ def nanogpt_model(path, args, vocab):
     config = module.GPTConfig(block_size=args.block_size, vocab_size=vocab, n_layer=args.n_layer, n_head=args.n_head,
                               n_embd=args.n_embd, dropout=0.0, bias=False)
     return module.GPT(config)
+
+
+class NanoGPTRecipe(GPT):
+    """The classic recipe with nanoGPT's loss, F.cross_entropy, whose slow CPU backward this project's GPT replaces."""
+
+    def loss(self, logits, targets):
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
 
 class Contender:
@@ -103,15 +113,15 @@ def main():
     print(f"CPU: {runtime.cpu_name()}, {torch.get_num_threads()} threads; bf16: {runtime.cpu_bf16_kind()}")
     peak_dtypes = ("float32", "bfloat16") if native_bf16 or args.bf16 else ("float32",)
 
-    def build(recipe):
+    def build(recipe, model_class=GPT):
         torch.manual_seed(0)
-        return GPT(ModelConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+        return model_class(ModelConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                                n_head=args.n_head, n_embd=args.n_embd, recipe=recipe))
-    contenders = [Contender("nanoGPT recipe (classic, fp32, eager)", build("classic"))]
+    contenders = [Contender("nanoGPT recipe (classic, fp32, eager)", build("classic", NanoGPTRecipe))]
     if args.nanogpt:
         torch.manual_seed(0)
         contenders.append(Contender("nanoGPT's own model.py (fp32)", nanogpt_model(args.nanogpt, args, args.vocab_size)))
-    contenders.append(Contender("classic fp32, fused AdamW", build("classic"), fused=True))
+    contenders.append(Contender("classic fp32, model.cross_entropy, fused AdamW", build("classic"), fused=True))
     contenders.append(Contender("modern fp32, fused AdamW", build("modern"), fused=True))
     contenders.append(Contender("modern fp32, Muon + fused AdamW", build("modern"), optimizer="muon"))
     if native_bf16 or args.bf16:

@@ -22,7 +22,7 @@ def test_bench_train_prints_every_contender_against_the_baseline():
                    "--batch_size=2", "--vocab_size=256", "--threads=1")
     assert "bf16: " in stdout and "float32 median" in stdout
     rows = table_rows(stdout)
-    assert rows[1:4] == ["nanoGPT recipe (classic, fp32, eager)", "classic fp32, fused AdamW",
+    assert rows[1:4] == ["nanoGPT recipe (classic, fp32, eager)", "classic fp32, model.cross_entropy, fused AdamW",
                          "modern fp32, fused AdamW"]
     assert "modern fp32, Muon + fused AdamW" in rows
 

@@ -9,6 +9,7 @@ from regional_tinystories.model import (
     RMSNormFunction,
     SwiGLUFunction,
     apply_rope,
+    cross_entropy,
     rope_frequencies,
     rope_tables,
     rotate,
@@ -89,3 +90,21 @@ def test_swiglu_equals_the_written_out_form_exactly():
         assert out.dtype == dtype and torch.equal(out, expected) and torch.equal(fused.grad, plain.grad)
     h = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(SwiGLUFunction.apply, (h,))
+
+
+def test_cross_entropy_equals_torch_in_loss_and_gradients_with_ignored_targets():
+    torch.manual_seed(0)
+    targets = torch.randint(0, 50, (3, 7))
+    targets[0, :4] = -1  # a masked prompt (loss_on=story) and a padded row end
+    targets[2, -1] = -1
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = (3 * torch.randn(3, 7, 50)).to(dtype).requires_grad_()
+        reference = logits.detach().clone().requires_grad_()
+        loss = cross_entropy(logits, targets)
+        expected = F.cross_entropy(reference.float().view(-1, 50), targets.view(-1), ignore_index=-1)
+        (2.5 * loss).backward()
+        (2.5 * expected).backward()
+        assert loss.dtype == torch.float32 and torch.allclose(loss, expected, rtol=1e-6)
+        assert logits.grad.dtype == dtype and torch.allclose(logits.grad.float(), reference.grad.float(), atol=1e-7)
+        assert torch.all(logits.grad[0, :4] == 0)
+    assert torch.isnan(cross_entropy(torch.randn(1, 3, 5), torch.full((1, 3), -1)))  # as F.cross_entropy: 0 / 0
