@@ -57,9 +57,9 @@ def cpu_supports_bf16():
 
 
 def cpu_bf16_is_faster():
-    """True when bf16 matrix products beat fp32 ones on this CPU: with AMX tiles. With AVX-512 BF16 alone, bf16 dot
-    products (VDPBF16PS) are no faster than fp32 FMAs, and the casts around them cost extra: on a Xeon with AVX-512 BF16 and no AMX, a 1024 x 1024 bf16 product ran at 0.6x
-    the fp32 rate and bf16 autocast trained at 0.55-0.60x fp32 (scripts/bench_train.py)."""
+    """True when bf16 matrix products beat fp32 ones on this CPU: with AMX tiles. On a Xeon with AVX-512 BF16 and no
+    AMX, a 1024 x 1024 bf16 product ran at 0.6x the fp32 rate and bf16 autocast trained at 0.55-0.60x fp32
+    (scripts/bench_train.py)."""
     return "amx_bf16" in cpu_flags()
 
 

@@ -95,13 +95,14 @@ def main():
                   "fp32, batch 1, KV cache, every weight row-major (no quantize.prepare)": (row_major, 1, True, n),
                   "fp32, batch 1, full recompute (nanoGPT's sample.py)": (model, 1, False, recompute_n),
                   "int8 weights, batch 1, KV cache": (int8, 1, True, n), "int8 weights, batch 8, KV cache": (int8, 8, True, n)}
+    prepared_weights = [("fp32", model), ("int8 weights", int8)]
     if native_bf16:
         bf16 = quantize.prepare(copy.deepcopy(model), "bfloat16")  # weights cast once, not autocast at every step
         contenders["bf16 weights, batch 1, KV cache"] = (bf16, 1, True, n)
         contenders["bf16 weights, batch 8, KV cache"] = (bf16, 8, True, n)
+        prepared_weights.append(("bf16 weights", bf16))
     if args.compile:
-        compiled_weights = (("fp32", model), ("int8 weights", int8)) + ((("bf16 weights", bf16),) if native_bf16 else ())
-        for weights, prepared in compiled_weights:
+        for weights, prepared in prepared_weights:
             compiled = copy.deepcopy(prepared).compile_decoding()
             for batch in (1, 8):
                 contenders[f"{weights}, batch {batch}, KV cache, compiled decoding step"] = (compiled, batch, True, n)

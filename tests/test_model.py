@@ -1,4 +1,5 @@
 """The model's fast paths against their written-out references."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -108,3 +109,6 @@ def test_cross_entropy_equals_torch_in_loss_and_gradients_with_ignored_targets()
         assert logits.grad.dtype == dtype and torch.allclose(logits.grad.float(), reference.grad.float(), atol=1e-7)
         assert torch.all(logits.grad[0, :4] == 0)
     assert torch.isnan(cross_entropy(torch.randn(1, 3, 5), torch.full((1, 3), -1)))  # as F.cross_entropy: 0 / 0
+    for bad in (-2, 5):  # a target that is neither a token id nor -1 fails, as in F.cross_entropy
+        with pytest.raises((RuntimeError, IndexError)):
+            cross_entropy(torch.randn(1, 2, 5, requires_grad=True), torch.tensor([[0, bad]]))
