@@ -93,7 +93,8 @@ def parse_args(argv):
                    help="fail translations with a smaller share of letters in the target script (0: no check)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                   help="auto: bf16 on GPUs that have it (else fp16); on a CPU bf16 with AMX, else fp32")
+                   help="auto: bf16 on GPUs that have it (else fp16); on a CPU bf16 where its bf16 products beat fp32 "
+                        "(AMX, some AVX-512 BF16), else fp32")
     p.add_argument("--retry_failed", action="store_true", help="translate the records in *.failed.jsonl again")
     p.add_argument("--limit", type=int, help="only the first N records of the inputs (all processes together)")
     p.add_argument("--merge_only", action="store_true",

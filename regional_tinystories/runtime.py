@@ -3,6 +3,7 @@ Device and precision choices shared by train.py, sample.py and the benchmarks: w
 the peak FLOP/s for MFU, RNG states for exact resume, and the rank of this process under torchrun.
 """
 import contextlib
+import functools
 import os
 import time
 
@@ -57,15 +58,37 @@ def cpu_supports_bf16():
 
 
 def cpu_bf16_is_faster():
-    """True when bf16 matrix products beat fp32 ones on this CPU: with AMX tiles. On a Xeon with AVX-512 BF16 and no
-    AMX, a 1024 x 1024 bf16 product ran at 0.6x the fp32 rate and bf16 autocast trained at 0.55-0.60x fp32
-    (scripts/bench_train.py)."""
-    return "amx_bf16" in cpu_flags()
+    """True when bf16 matrix products beat fp32 ones on this CPU. With AMX tiles they do; without native bf16 they
+    are emulated and far slower. AVX-512 BF16 without AMX goes either way, so it is timed once per process (~0.1 s):
+    PyTorch's bf16 products ran at 0.57x the fp32 rate on a Xeon with it and at 4.4x on an AMD EPYC with it
+    (README, Performance)."""
+    flags = cpu_flags()
+    if "amx_bf16" in flags or "avx512_bf16" not in flags:
+        return "amx_bf16" in flags
+    return bf16_matmul_speedup() >= 1.2  # a margin: training also pays for casts that a bare product does not
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_matmul_speedup(n=512, rounds=5):
+    """bf16 over fp32 matmul rate on this CPU: an n x n product timed in both dtypes in turn, the best of `rounds`."""
+    best = {}
+    for _ in range(rounds):
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b = torch.ones(n, n, dtype=dtype), torch.ones(n, n, dtype=dtype)
+            start = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            best[dtype] = min(best.get(dtype, float("inf")), time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def cpu_bf16_kind():
-    """'AMX', 'AVX-512 BF16 (no AMX)' or 'none (emulated)': printed with every benchmark table."""
-    return "AMX" if cpu_bf16_is_faster() else "AVX-512 BF16 (no AMX)" if cpu_supports_bf16() else "none (emulated)"
+    """'AMX', 'AVX-512 BF16 (no AMX), products faster/slower than fp32' or 'none (emulated)': printed with every
+    benchmark table."""
+    flags = cpu_flags()
+    if "amx_bf16" in flags or "avx512_bf16" not in flags:
+        return "AMX" if "amx_bf16" in flags else "none (emulated)"
+    return f"AVX-512 BF16 (no AMX), products {'faster' if cpu_bf16_is_faster() else 'slower'} than fp32"
 
 
 def cpu_name():

@@ -274,10 +274,11 @@ def newton_schulz(matrix, coefficients, steps, eps):
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon, which orthogonalises every update in bf16: right on GPUs and on CPUs with AMX, but a CPU
-    without native bf16 emulates bf16 matrix products about 9x slower than fp32 ones (15.6 against 137 GFLOP/s for
-    1024 x 1024 on this project's AVX2 machine, runtime.measure_matmul_flops), and one with AVX-512 BF16 alone runs
-    them at about 0.6x fp32. With orthogonalize_dtype=torch.float32 the step is the same update
+    """torch.optim.Muon, which orthogonalises every update in bf16: right on GPUs and on CPUs whose bf16 products are
+    faster (runtime.cpu_bf16_is_faster), but a CPU without native bf16 emulates bf16 matrix products about 9x slower
+    than fp32 ones (15.6 against 137 GFLOP/s for 1024 x 1024 on this project's AVX2 machine,
+    runtime.measure_matmul_flops), and a Xeon with AVX-512 BF16 but no AMX ran them at about 0.6x fp32. With
+    orthogonalize_dtype=torch.float32 the step is the same update
     (momentum, Nesterov, Newton-Schulz, the 'original' shape scaling, decoupled weight decay) in float32; its state
     (one momentum buffer per matrix) and state_dict are torch's."""
 

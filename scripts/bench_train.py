@@ -13,7 +13,8 @@ loss (model.cross_entropy) and fused AdamW; the modern recipe (RoPE, RMSNorm, Sw
 with optimizer="muon" (train.py's make_optimizer: Muon on the blocks' matrices, its extra cost per step is the
 Newton-Schulz iterations), and in bfloat16 autocast where the CPU has native bf16 (AVX-512 BF16 or AMX; elsewhere
 bf16 is emulated and far slower, so it is left out unless --bf16 is given; the line above the table says which kind
-this CPU has: only AMX makes bf16 products faster than fp32). All see the same batches from the same initial seed.
+this CPU has, and whether its bf16 products beat fp32: AMX always, AVX-512 BF16 alone on some CPUs and not others).
+All see the same batches from the same initial seed.
 Printed: tokens/s (median over steps), the per-step ratio to the baseline (median, min–max), achieved GFLOP/s (6N +
 attention FLOPs per token) against the matmul peak of the contender's own dtype measured between the steps (fp32,
 and bf16 on native bf16 tensors, not autocast), and each contender's loss after the last step next to the

@@ -102,12 +102,14 @@ def prepare_dataset(tmp_path, name="tiny", tokenizer="sp-bpe:512", n_copies=12, 
 
 def train_small_model(tmp_path, n_embd=32):
     """(run folder, data root) of a 2-layer modern model trained for 60 steps on prepare_dataset's stories: enough
-    for sampling, serving and quantization tests to decode real text."""
+    for sampling, serving and quantization tests to decode real text. In fp32 on every CPU (dtype=auto trains in
+    bf16 on some), so that the tests meet the same model everywhere."""
     root = prepare_dataset(tmp_path)
     out = tmp_path / "run"
     result = run_main(load_script("training-inference/train.py").main, [
         "--n_layer=2", "--n_head=2", f"--n_embd={n_embd}", "--block_size=64", "--batch_size=8", "--max_iters=60",
         "--eval_interval=30", "--eval_iters=2", "--learning_rate=1e-2", "--warmup_iters=5", "--dataset=tiny",
+        "--dtype=float32",
         f"--data_root={root}", f"--out_dir={out}"])
     assert result.returncode == 0, result.stderr
     return out, root

@@ -86,13 +86,14 @@ def test_sigkill_during_a_rerun_leaves_the_old_dataset_whole(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_cleans_up_and_says_so(tmp_path, sig):
-    big = write_jsonl(str(tmp_path / "big.jsonl"), story_records(3000))
+    # ~15 MB: a few seconds of work, so the signal lands mid-run even on a fast CPU (3 MB took 0.6 s on one)
+    big = write_jsonl(str(tmp_path / "big.jsonl"), story_records(15000))
     proc = subprocess.Popen([sys.executable, PREPARE, f"--input={big}", "--name=ds", f"--out_dir={tmp_path / 'out'}",
                              "--tokenizer=sp-bpe:500", "--workers=1"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     while "training" not in proc.stdout.readline():  # it is past the argument checks and working
         pass
-    time.sleep(0.5)
+    time.sleep(0.2)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1

@@ -14,7 +14,8 @@ alpha and the temperature T may move linearly to alpha_end / temperature_end ove
 checkpoint of this project (run folder, .pt, hf:OWNER/REPO/FILE.pt) or a Hugging Face causal LM (local folder or
 hub id, loaded with transformers); either way its tokenizer must be the one the dataset was prepared with (same
 vocabulary, same ids), and a teacher whose tokenizer differs is refused. The teacher never trains: it runs in eval
-mode without gradients, in bf16 on GPUs and AMX CPUs. teacher_cache=DIR stores its top-k probabilities for every
+mode without gradients, in bf16 on GPUs and on CPUs with fast bf16 products. teacher_cache=DIR stores its top-k
+probabilities for every
 non-overlapping window of the train split once, so later student runs read them instead of running the teacher.
 
 Everything else is train.py: the same settings (plus the ones above), the same checkpoints (sample.py and serve.py
@@ -88,7 +89,7 @@ DEFAULTS = dict(
     teacher="",                    # run folder / .pt / hf:OWNER/REPO/FILE.pt, or a transformers folder or hub id
     teacher_type="auto",           # 'checkpoint' (this project's), 'transformers', or 'auto' (from what teacher is)
     teacher_tokenizer="",          # a nanoGPT teacher .pt carries no tokenizer: name it (e.g. sutra, tiktoken:gpt2)
-    teacher_dtype="auto",          # the teacher's precision; 'auto' = bf16 on GPUs and AMX CPUs
+    teacher_dtype="auto",          # the teacher's precision; 'auto' = bf16 on GPUs and fast-bf16 CPUs
     alpha=0.5,                     # weight of the KD term; 1 - alpha weighs the cross-entropy on the data
     alpha_end=None,                # if set, alpha moves linearly to this by max_iters
     temperature=2.0,               # softens both distributions; the KD term is scaled by T^2
