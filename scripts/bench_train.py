@@ -28,6 +28,8 @@ import sys
 import time
 from types import SimpleNamespace
 
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # large CPU tensors on 2 MB pages, as train.py sets them
+
 import torch
 import torch.nn.functional as F
 

@@ -30,6 +30,8 @@ import time
 from contextlib import nullcontext
 from types import SimpleNamespace
 
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # large CPU tensors on 2 MB pages, as in train.py
+
 import numpy as np
 import torch
 from torch.nn import functional as F

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # large CPU tensors on 2 MB pages, as in train.py
+
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
