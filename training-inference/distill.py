@@ -15,8 +15,8 @@ checkpoint of this project (run folder, .pt, hf:OWNER/REPO/FILE.pt) or a Hugging
 hub id, loaded with transformers); either way its tokenizer must be the one the dataset was prepared with (same
 vocabulary, same ids), and a teacher whose tokenizer differs is refused. The teacher never trains: it runs in eval
 mode without gradients, in bf16 on GPUs and on CPUs with fast bf16 products. teacher_cache=DIR stores its top-k
-probabilities for every
-non-overlapping window of the train split once, so later student runs read them instead of running the teacher.
+probabilities for every non-overlapping window of the train split once, so later student runs read them instead of
+running the teacher.
 
 Everything else is train.py: the same settings (plus the ones above), the same checkpoints (sample.py and serve.py
 load them), log.jsonl with student CE, KD loss and val loss / bits per byte, exact resume, SIGINT / SIGTERM save

@@ -20,8 +20,8 @@ from contextlib import nullcontext
 from types import SimpleNamespace
 
 # Large CPU tensors on 2 MB pages: PyTorch's allocator reads this once, at its first allocation, so it is set before
-# torch is imported. A fresh 134 MB tensor (the fp32 logits of a 16 x 256 x 8192 batch) then costs 9 ms instead of
-# 35 ms of page faults; a bf16 training step of the 13.8M model took 0.91x the time (README, Performance).
+# torch is imported. A fresh 134 MB tensor (the fp32 logits of a 16 x 256 x 8192 batch) then cost 9 ms instead of
+# 35 ms of page faults in a one-off timing on a 2-core AMD EPYC (README, Performance: bench_train's runs with it).
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch
