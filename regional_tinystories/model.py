@@ -96,11 +96,31 @@ def rotate(x, freqs):
     multiply, no stack)."""
     freqs = freqs.unsqueeze(-3)  # broadcast over heads
     if torch.compiler.is_compiling():  # inductor has no complex kernels, but fuses the written-out form into one
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        cos, sin = freqs[..., 0], freqs[..., 1]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
+        return RotatePairs.apply(x, freqs)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * torch.view_as_complex(freqs)).flatten(-2).type_as(x)
+
+
+def rotate_pairs(x, freqs):
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = freqs[..., 0], freqs[..., 1]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
+
+
+class RotatePairs(torch.autograd.Function):
+    """rotate_pairs, with the gradient of a rotation written as the rotation back (sin negated): under torch.compile
+    the same one-pass kernel as forward, where autograd's own backward of the strided slices and stack becomes a
+    masked scatter that takes several times as long."""
+
+    @staticmethod
+    def forward(ctx, x, freqs):
+        ctx.save_for_backward(freqs)
+        return rotate_pairs(x, freqs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        freqs, = ctx.saved_tensors
+        return rotate_pairs(grad, freqs * freqs.new_tensor([1.0, -1.0])), None
 
 
 def apply_rope(x, cos, sin):
@@ -132,6 +152,44 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
+class QueryKeyProduct(torch.autograd.Function):
+    """q @ k^T with the keys' gradient computed as grad^T @ q, which comes out in the keys' own (T, D) layout. Autograd
+    computes it as (q^T @ grad)^T, a (D, T) layout that the kernel summing the blocks' key gradients and writing them
+    back beside the queries' then reads across, at about twice the cost of that kernel in this layout."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, q, k):
+        ctx.save_for_backward(q, k)
+        return q @ k.transpose(-2, -1)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")  # the products run in forward's autocast dtype
+    def backward(ctx, grad):
+        q, k = ctx.saved_tensors
+        return grad @ k, grad.transpose(-2, -1) @ q
+
+
+def causal_attention_in_row_blocks(q, k, v, blocks=4):
+    """Causal softmax(q k^T / sqrt(D)) v written out, in blocks of query rows that each read only the keys at or before
+    their last row: 5/8 of the full T x T products for 4 blocks. For torch.compile on a CPU, which fuses the mask,
+    softmax and casts around the batched products; there the pair forward + backward takes about half the time of
+    scaled_dot_product_attention's CPU flash kernel. As in nanoGPT's written-out attention under autocast, the scores
+    come out of the product in its dtype (bf16 under autocast) and the softmax runs in float32. q, k, v: (B, H, T, D)."""
+    T = q.size(2)
+    if T % blocks:
+        blocks = 1
+    rows = T // blocks
+    causal_mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    outputs = []
+    for start in range(0, T, rows):
+        end = start + rows
+        scores = QueryKeyProduct.apply(q[:, :, start:end], k[:, :, :end]) * (1.0 / math.sqrt(q.size(-1)))
+        scores = scores.masked_fill(~causal_mask[start:end, :end], float("-inf"))
+        outputs.append(scores.float().softmax(dim=-1).type_as(v) @ v[:, :, :end])
+    return torch.cat(outputs, dim=2)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer):
         super().__init__()
@@ -161,8 +219,11 @@ class CausalSelfAttention(nn.Module):
         causal = T > 1 and attn_mask is None
         if causal and k.size(2) != T:
             raise ValueError("a multi-token step needs an empty cache (prefill) in this implementation")
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        if causal and dropout_p == 0 and q.device.type == "cpu" and torch.compiler.is_compiling():
+            y = causal_attention_in_row_blocks(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -308,9 +369,11 @@ class GPT(nn.Module):
                 n -= self.lm_head.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, cache=None, positions=None, attn_mask=None):
+    def forward(self, idx, targets=None, cache=None, positions=None, attn_mask=None, return_logits=True):
         """idx (B, T) -> logits (and the loss given targets). Positions count on from the cache's length, unless
-        `positions` (B, T) gives each row its own (with `attn_mask` hiding the padding of a batch of unequal rows)."""
+        `positions` (B, T) gives each row its own (with `attn_mask` hiding the padding of a batch of unequal rows).
+        return_logits=False gives (None, loss), for a training step that needs only the loss: logits that leave a
+        torch.compile graph get a zero-filled gradient of their own (B, T, vocab) size in every backward pass."""
         B, T = idx.size()
         if positions is None:
             start = cache.length if cache is not None else 0
@@ -332,7 +395,7 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x[:, -1:, :]), None  # generation only needs the last position
         logits = self.lm_head(x)
-        return logits, self.loss(logits, targets)
+        return logits if return_logits else None, self.loss(logits, targets)
 
     def loss(self, logits, targets):
         return cross_entropy(logits, targets)

@@ -87,7 +87,8 @@ class Contender:
     def step(self, x, y):
         start = time.perf_counter()
         with runtime.autocast("cpu", self.dtype):
-            _, loss = self.model(x, y)
+            # as train.py calls it; nanoGPT's own model.py has no return_logits
+            _, loss = self.model(x, y, return_logits=False) if isinstance(self.raw, GPT) else self.model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.raw.parameters(), 1.0)
         self.optimizer.step()

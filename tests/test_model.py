@@ -6,14 +6,18 @@ import torch.nn.functional as F
 from regional_tinystories.model import (
     GPT,
     ModelConfig,
+    QueryKeyProduct,
     RMSNorm,
     RMSNormFunction,
+    RotatePairs,
     SwiGLUFunction,
     apply_rope,
+    causal_attention_in_row_blocks,
     cross_entropy,
     rope_frequencies,
     rope_tables,
     rotate,
+    rotate_pairs,
 )
 
 
@@ -39,13 +43,69 @@ def test_rotate_keeps_the_dtype_and_gradients_flow():
     assert x.grad is not None and x.grad.shape == x.shape
 
 
-def test_compiled_path_gives_the_same_loss():
+def test_rotate_pairs_gradient_is_the_rotation_back():
+    freqs = rope_frequencies(8, 6, 10000.0).unsqueeze(-3)
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2 ** -8)):  # bf16: within its rounding
+        x = torch.randn(2, 6, 3, 8, dtype=dtype, requires_grad=True)
+        upstream = torch.randn(2, 6, 3, 8, dtype=dtype)
+        x32 = x.detach().float().requires_grad_()
+        (expected,) = torch.autograd.grad(rotate_pairs(x32, freqs), x32, upstream.float())  # autograd's, in fp32
+        out = RotatePairs.apply(x, freqs)
+        (grad,) = torch.autograd.grad(out, x, upstream)
+        assert out.dtype == grad.dtype == dtype
+        assert torch.equal(out, rotate_pairs(x, freqs))
+        assert torch.allclose(grad.float(), expected, rtol=tolerance, atol=1e-6)
+
+
+@pytest.mark.parametrize("T", [16, 10])  # 4 row blocks; 10 is not divisible by 4: one block
+def test_row_block_attention_equals_sdpa_in_values_and_gradients(T):
     torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=100, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    q, k, v = (torch.randn(2, 3, T, 8, requires_grad=True) for _ in range(3))
+    upstream = torch.randn(2, 3, T, 8)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    expected_grads = torch.autograd.grad(expected, (q, k, v), upstream)
+    out = causal_attention_in_row_blocks(q, k, v)
+    grads = torch.autograd.grad(out, (q, k, v), upstream)
+    assert torch.allclose(out, expected, atol=1e-6)
+    for grad, reference in zip(grads, expected_grads):
+        assert torch.allclose(grad, reference, atol=1e-5)
+
+
+def test_query_key_product_runs_in_the_autocast_dtype_and_returns_gradients_in_the_inputs_dtype():
+    q, k = torch.randn(2, 5, 8, requires_grad=True), torch.randn(2, 7, 8, requires_grad=True)
+    upstream = torch.randn(2, 5, 7)
+    with torch.autocast("cpu", torch.bfloat16):
+        scores = QueryKeyProduct.apply(q, k)
+    assert scores.dtype == torch.bfloat16
+    grad_q, grad_k = torch.autograd.grad(scores, (q, k), upstream.bfloat16())
+    assert grad_q.dtype == grad_k.dtype == torch.float32
+    assert torch.allclose(grad_q, upstream @ k, atol=0.1) and torch.allclose(grad_k, upstream.mT @ q, atol=0.1)
+
+
+def test_compiled_path_gives_the_same_loss_and_gradients():
+    """backend="eager" traces the is_compiling branches (rotate's RotatePairs, attention in row blocks) without
+    inductor's code generation: the same maths as the eager path, to float rounding."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=100, block_size=16, n_layer=2, n_head=2, n_embd=16))
     x = torch.randint(0, 100, (2, 16))
-    eager = model(x, x)[1].item()
-    compiled = torch.compile(model, backend="eager")  # traces through rotate()'s is_compiling branch
-    assert abs(compiled(x, x)[1].item() - eager) < 1e-5
+    logits, loss = model(x, x)
+    assert logits.shape == (2, 16, 100)
+    eager_grads = torch.autograd.grad(loss, list(model.parameters()))
+    compiled = torch.compile(model, backend="eager")
+    no_logits, compiled_loss = compiled(x, x, return_logits=False)
+    assert no_logits is None and abs(compiled_loss.item() - loss.item()) < 1e-5
+    for grad, reference in zip(torch.autograd.grad(compiled_loss, list(model.parameters())), eager_grads):
+        assert torch.allclose(grad, reference, atol=1e-5)
+
+
+def test_compiled_bf16_autocast_with_qk_norm_trains():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=100, block_size=16, n_layer=1, n_head=2, n_embd=16, qk_norm=True))
+    x = torch.randint(0, 100, (2, 16))
+    with torch.autocast("cpu", torch.bfloat16):
+        _, loss = torch.compile(model, backend="eager")(x, x, return_logits=False)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
 def test_rms_norm_equals_nn_rmsnorm_in_values_and_gradients():

@@ -243,7 +243,7 @@ def train(argv, signals):
             sync = nullcontext() if not ddp or micro == accum_steps - 1 else model.no_sync()
             with sync:
                 with ctx:
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, return_logits=False)
                 loss = loss / accum_steps
                 scaler.scale(loss).backward()
             loss_sum += loss.item()
