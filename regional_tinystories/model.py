@@ -5,7 +5,8 @@ A decoder-only transformer with two recipes, chosen by config:
   modern:  RoPE, RMSNorm, SwiGLU MLP (~8/3 x, same parameter count), optional QK-norm
 
 Both tie the input embedding to the output head by default, can drop biases, use dropout, and attend through
-F.scaled_dot_product_attention. forward() is the plain training pass; generate() decodes with a KV cache,
+F.scaled_dot_product_attention (in a training step compiled for a CPU, through causal_attention_in_row_blocks,
+which inductor runs faster there). forward() is the plain training pass; generate() decodes with a KV cache,
 picking each token with sampling.sample_next under a SamplingConfig.
 """
 import math
