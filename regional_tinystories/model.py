@@ -102,31 +102,26 @@ def rotate(x, freqs):
     return torch.view_as_real(pairs * torch.view_as_complex(freqs)).flatten(-2).type_as(x)
 
 
-def rotate_pairs(x, freqs):
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    cos, sin = freqs[..., 0], freqs[..., 1]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
-
-
 class RotatePairs(torch.autograd.Function):
-    """rotate_pairs, with the gradient of a rotation written as the rotation back (sin negated): under torch.compile
-    the same one-pass kernel as forward, where autograd's own backward of the strided slices and stack becomes a
-    masked scatter that takes several times as long."""
+    """apply_rope on rope_frequencies' table, with the gradient of a rotation written as the rotation back (sin
+    negated): under torch.compile the same one-pass kernel as forward, where autograd's own backward of the strided
+    slices and stack becomes a masked scatter that takes several times as long."""
 
     @staticmethod
     def forward(ctx, x, freqs):
         ctx.save_for_backward(freqs)
-        return rotate_pairs(x, freqs)
+        return apply_rope(x, freqs[..., 0], freqs[..., 1])
 
     @staticmethod
     def backward(ctx, grad):
         freqs, = ctx.saved_tensors
-        return rotate_pairs(grad, freqs * freqs.new_tensor([1.0, -1.0])), None
+        return apply_rope(grad, freqs[..., 0], -freqs[..., 1]), None
 
 
 def apply_rope(x, cos, sin):
     """Rotate pairs (x1, x2) of the last dimension by position-dependent angles, written out (the reference for
-    rotate(), and what the attention plots use). x: (B, H, T, D); cos, sin: (T, D/2)."""
+    rotate(), its compiled form, and what the attention plots use). x: (B, H, T, D); cos, sin: (T, D/2), or any
+    shapes that broadcast so."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return rotated.flatten(-2).type_as(x)

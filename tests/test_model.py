@@ -17,7 +17,6 @@ from regional_tinystories.model import (
     rope_frequencies,
     rope_tables,
     rotate,
-    rotate_pairs,
 )
 
 
@@ -43,17 +42,18 @@ def test_rotate_keeps_the_dtype_and_gradients_flow():
     assert x.grad is not None and x.grad.shape == x.shape
 
 
-def test_rotate_pairs_gradient_is_the_rotation_back():
+def test_compiled_rope_gradient_is_the_rotation_back():
     freqs = rope_frequencies(8, 6, 10000.0).unsqueeze(-3)
+    cos, sin = freqs[..., 0], freqs[..., 1]
     for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2 ** -8)):  # bf16: within its rounding
         x = torch.randn(2, 6, 3, 8, dtype=dtype, requires_grad=True)
         upstream = torch.randn(2, 6, 3, 8, dtype=dtype)
         x32 = x.detach().float().requires_grad_()
-        (expected,) = torch.autograd.grad(rotate_pairs(x32, freqs), x32, upstream.float())  # autograd's, in fp32
+        (expected,) = torch.autograd.grad(apply_rope(x32, cos, sin), x32, upstream.float())  # autograd's, in fp32
         out = RotatePairs.apply(x, freqs)
         (grad,) = torch.autograd.grad(out, x, upstream)
         assert out.dtype == grad.dtype == dtype
-        assert torch.equal(out, rotate_pairs(x, freqs))
+        assert torch.equal(out, apply_rope(x, cos, sin))
         assert torch.allclose(grad.float(), expected, rtol=tolerance, atol=1e-6)
 
 
