@@ -104,8 +104,8 @@ def cpu_name():
 
 
 def pick_dtype(requested, device):
-    """'auto' -> bfloat16 where the hardware makes it faster (GPUs with bf16, CPUs with AMX), float16 on older GPUs,
-    else float32."""
+    """'auto' -> bfloat16 where the hardware makes it faster (GPUs with bf16, CPUs with AMX or a fast AVX-512 BF16:
+    cpu_bf16_is_faster), float16 on older GPUs, else float32."""
     if requested != "auto":
         return requested
     if device.startswith("cuda"):

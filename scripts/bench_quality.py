@@ -10,7 +10,10 @@ train.py and eval_bpb.py as a user runs them:
       50 warmup steps, windows that start at a document),
   (c) the same with optimizer=muon: Muon (muon_lr 0.02; 0.01 and 0.04 were worse) on the blocks' matrices, AdamW
       on the rest at 8e-3 to 8e-4 (of 2e-3, 4e-3, 8e-3 and 1.6e-2 in 150-step runs, 8e-3 and 1.6e-2 came within
-      0.5% of each other, far ahead of the others; the lower is kept).
+      0.5% of each other, far ahead of the others; the lower is kept),
+  (d) on a CPU whose bf16 products beat fp32 ones (AMX; AVX-512 BF16 on some CPUs), where train.py's dtype=auto
+      picks bf16: (c) in bfloat16 autocast, the same recipe at that CPU's speed (float32 master weights; every
+      checkpoint is scored in float32). --bf16 adds it on other CPUs too.
 
     python scripts/bench_quality.py                      # 120 s each, 4 x 128 model, 1 thread
     python scripts/bench_quality.py --seconds=300 --rounds=3
@@ -37,14 +40,15 @@ SOURCE = os.path.join(ROOT, "..", "shared", "data", "hindi-ltrc-classical", "mis
 CONTENDERS = {
     "(a) nanoGPT recipe: classic, fp32, AdamW": [
         "--recipe=classic", "--optimizer=adamw", "--learning_rate=1e-3", "--min_lr=1e-4", "--warmup_iters=100",
-        "--beta2=0.99", "--doc_aligned=False"],
+        "--beta2=0.99", "--doc_aligned=False", "--dtype=float32"],
     "(b) modern, AdamW": [
         "--recipe=modern", "--optimizer=adamw", "--learning_rate=2e-3", "--min_lr=2e-4", "--warmup_iters=50",
-        "--doc_aligned=True"],
+        "--doc_aligned=True", "--dtype=float32"],
     "(c) modern, Muon": [  # AdamW's learning_rate is the embedding's (and head's) here: Muon's runs suit a higher one
         "--recipe=modern", "--optimizer=muon", "--muon_lr=0.02", "--learning_rate=8e-3", "--min_lr=8e-4",
-        "--warmup_iters=50", "--doc_aligned=True"],
+        "--warmup_iters=50", "--doc_aligned=True", "--dtype=float32"],
 }
+BF16_NAME = "(d) modern, Muon, bf16 autocast"  # (c)'s settings with --dtype=bfloat16
 
 
 def train_and_score(name, extra, common, run_dir, eval_dir, env):
@@ -71,6 +75,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per run (runs go one after another; on a shared 2-core machine one thread is "
                         "steadier than two, which spin against each other and the other jobs)")
+    p.add_argument("--bf16", action="store_true", help="add (d) on a CPU where dtype=auto stays float32 too")
     p.add_argument("--out_dir", default="", help="keep the dataset and runs here (default: a temporary folder)")
     args = p.parse_args(argv)
     if not os.path.isfile(SOURCE):
@@ -82,6 +87,8 @@ def main(argv=None):
     if args.muon_lr is not None:
         name = next(n for n in contenders if "Muon" in n)
         contenders[name] = [*contenders[name], f"--muon_lr={args.muon_lr}"]
+    if runtime.cpu_bf16_is_faster() or args.bf16:  # a later setting overrides an earlier one in train.py's argv
+        contenders[BF16_NAME] = [*contenders["(c) modern, Muon"], "--dtype=bfloat16"]
     results = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out_dir or tmp
@@ -97,7 +104,7 @@ def main(argv=None):
                   f"--n_head={args.n_head}", f"--n_embd={args.n_embd}", f"--block_size={args.block_size}",
                   f"--batch_size={args.batch_size}", f"--max_seconds={args.seconds}", "--max_iters=1000000",
                   "--eval_interval=1000000", "--eval_iters=5", "--log_interval=50", "--dropout=0.0",
-                  "--weight_decay=0.1", "--device=cpu", "--dtype=float32", "--seed=1337"]
+                  "--weight_decay=0.1", "--device=cpu", "--seed=1337"]
         started = time.time()
         for round_ in range(args.rounds):
             order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
