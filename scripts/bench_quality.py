@@ -77,25 +77,31 @@ def source_texts(folder):
                     yield re.sub(r"<[^>]+>", " ", json.loads(line)["text"])
 
 
+def packed_documents(text):
+    """One text's non-empty lines packed, in order, into documents of about DOC_CHARS (the last may be shorter)."""
+    lines, size = [], 0
+    for line in filter(None, (line.strip() for line in text.splitlines())):
+        lines.append(line)
+        size += len(line) + 1
+        if size >= DOC_CHARS:
+            yield "\n".join(lines)
+            lines, size = [], 0
+    if lines:
+        yield "\n".join(lines)
+
+
 def write_mixed_corpus(path):
-    """The mixed corpus as JSONL: every source's lines packed, in order, into documents of about DOC_CHARS."""
+    """The mixed corpus as JSONL, every source's texts packed into documents (none spans two texts); returns the
+    number of documents."""
     documents = 0
     with open(path, "w", encoding="utf-8") as out:
         for rel in MIXED_SOURCES:
             folder = os.path.join(SHARED, rel)
             if not os.path.isdir(folder):
                 sys.exit(f"error: {folder}: not found (the reference data lives in ../shared/data)")
-            for text in source_texts(folder):  # a document never spans two texts
-                lines, size = [], 0
-                for line in filter(None, (line.strip() for line in text.splitlines())):
-                    lines.append(line)
-                    size += len(line) + 1
-                    if size >= DOC_CHARS:
-                        out.write(json.dumps({"story": "\n".join(lines)}, ensure_ascii=False) + "\n")
-                        documents += 1
-                        lines, size = [], 0
-                if lines:
-                    out.write(json.dumps({"story": "\n".join(lines)}, ensure_ascii=False) + "\n")
+            for text in source_texts(folder):
+                for document in packed_documents(text):
+                    out.write(json.dumps({"story": document}, ensure_ascii=False) + "\n")
                     documents += 1
     return documents
 
